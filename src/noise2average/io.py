@@ -1,0 +1,147 @@
+"""NIfTI and JSON input/output with early validation and atomic writes.
+
+Images are read as float32 arrays and written as float32 with the source header's geometry
+(affine, qform/sform codes) kept. Every write goes to a temporary file in the destination
+folder and is renamed only when complete, so a killed job never leaves a file that looks
+finished.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_nifti", "save_nifti", "write_json", "read_json"]
+
+
+def load_nifti(path, *, ndim=None, dtype=np.float32):
+    """Load a NIfTI image and check it before any computation.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.nii`` or ``.nii.gz`` file.
+    ndim : int or tuple of int, optional
+        Accepted dimensionalities (e.g. ``3`` or ``(3, 4)``); None accepts any.
+    dtype : numpy dtype, optional
+        Type of the returned array; None keeps the stored type.
+
+    Returns
+    -------
+    data : ndarray
+    affine : ndarray of shape (4, 4)
+        Voxel-to-world (mm) transform.
+    header : nibabel.Nifti1Header
+
+    Raises
+    ------
+    ValueError
+        Naming the file when it is missing, unreadable, not NIfTI, of the wrong
+        dimensionality, or holds NaN or Inf.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        image = nib.load(path)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable NIfTI image ({error})") from error
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{path}: not a NIfTI image ({type(image).__name__})")
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:
+        raise ValueError(f"{path}: truncated or corrupt image data ({error})") from error
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    accepted = (ndim,) if isinstance(ndim, int) else ndim
+    if accepted is not None and data.ndim not in accepted:
+        raise ValueError(
+            f"{path}: expected a {' or '.join(f'{n}D' for n in accepted)} image, "
+            f"got shape {data.shape}"
+        )
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise ValueError(f"{path}: contains {np.count_nonzero(~np.isfinite(data))} NaN or Inf voxels")
+    return data, image.affine.copy(), image.header
+
+
+def _atomic_target(path):
+    """Temporary file beside ``path`` keeping its extension (nibabel infers the format)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    return Path(tmp)
+
+
+def save_nifti(path, data, affine, *, header=None, dtype=np.float32):
+    """Write an image atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination ``.nii.gz``.
+    data : ndarray
+        Image data; bool arrays are written as uint8.
+    affine : ndarray of shape (4, 4)
+        Voxel-to-world transform in mm.
+    header : nibabel.Nifti1Header, optional
+        Source header whose geometry (qform/sform codes, zooms, units) is kept.
+    dtype : numpy dtype, optional
+        Stored type (float32 by default; integer labels pass ``np.int8`` or ``np.uint8``).
+    """
+    import nibabel as nib
+
+    data = np.asarray(data)
+    if data.dtype == bool:
+        dtype = np.uint8
+    image = nib.Nifti1Image(data.astype(dtype, copy=False), affine, header=header)
+    image.set_data_dtype(dtype)
+    if header is None:
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+    else:
+        image.set_qform(affine, code=int(header["qform_code"]) or 1)
+        image.set_sform(affine, code=int(header["sform_code"]) or 1)
+    # Scaling would turn float data into something else on reading; store values as they are.
+    image.header.set_slope_inter(1.0, 0.0)
+    tmp = _atomic_target(path)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path, content):
+    """Write ``content`` as indented JSON atomically (numpy scalars and arrays converted)."""
+
+    def convert(value):
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(content, indent=2, default=convert) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path):
+    """Read a JSON file, naming it in the error when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read JSON ({error})") from error

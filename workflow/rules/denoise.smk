@@ -1,0 +1,102 @@
+rule average_repetitions:
+    input:
+        noisy=subject_file("noisy"),
+        mask=subject_file("mask"),
+    output:
+        image=denoised_file("average"),
+        sidecar=denoised_file("average", ext=".json"),
+    params:
+        method="average",
+        options={},
+    log:
+        log_file("average_repetitions", "sub-{subject}", "dtype-{data_type}"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/filters.yaml"
+    script:
+        "../scripts/denoise_filter.py"
+
+
+# Classical filters denoise the average of the repetitions, with the noise level estimated
+# on that average (never from the ground truth).
+rule denoise_filter:
+    input:
+        noisy=subject_file("noisy"),
+        mask=subject_file("mask"),
+    output:
+        image=denoised_file("{method}"),
+        sidecar=denoised_file("{method}", ext=".json"),
+    wildcard_constraints:
+        method="bm4d|aonlm",
+    params:
+        method="{method}",
+        options=lambda wildcards: config[wildcards.method],
+    log:
+        log_file("denoise_filter", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+    threads: config["resources"]["filter_threads"]
+    resources:
+        mem_mb=config["resources"]["filter_mem_mb"],
+        runtime=30,
+    conda:
+        "../../envs/filters.yaml"
+    script:
+        "../scripts/denoise_filter.py"
+
+
+# K iterations, each fine-tuned from the pretrained weights towards the previous result.
+rule denoise_n2a:
+    input:
+        noisy=subject_file("noisy"),
+        mask=subject_file("mask"),
+        model=pretrained_model(),
+    output:
+        images=[n2a_iteration_file(k) for k in N2A_ITERATIONS],
+        sidecar=denoised_file("n2a", ext=".json"),
+    params:
+        method="n2a",
+        training=config["training"],
+        network=config["network"],
+        iterations=config["n2a"]["iterations"],
+        seed=config["seed"],
+    log:
+        log_file("denoise_n2a", "sub-{subject}", "dtype-{data_type}"),
+    threads: config["resources"]["training_threads"]
+    resources:
+        mem_mb=config["resources"]["training_mem_mb"],
+        runtime=config["resources"]["training_runtime_min"],
+        gpu=int(config["training"]["device"] == "cuda"),
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/denoise_network.py"
+
+
+# Noise2Noise over all ordered pairs of repetitions, and the supervised upper bound
+# fine-tuned on the subject's own noise-free reference.
+rule denoise_network:
+    input:
+        unpack(network_inputs),
+    output:
+        image=denoised_file("{method}"),
+        sidecar=denoised_file("{method}", ext=".json"),
+    wildcard_constraints:
+        method="n2n|supervised",
+    params:
+        method="{method}",
+        training=config["training"],
+        network=config["network"],
+        seed=config["seed"],
+    log:
+        log_file("denoise_network", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+    threads: config["resources"]["training_threads"]
+    resources:
+        mem_mb=config["resources"]["training_mem_mb"],
+        runtime=config["resources"]["training_runtime_min"],
+        gpu=int(config["training"]["device"] == "cuda"),
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/denoise_network.py"

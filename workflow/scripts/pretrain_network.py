@@ -1,0 +1,38 @@
+"""Supervised pretraining of the MU-Net on the training subjects of one data type."""
+
+from noise2average.runtime import configure_logging, derive_seed, set_num_threads, software_versions
+
+log = configure_logging(snakemake.log[0])
+set_num_threads(snakemake.threads)
+
+from noise2average.io import load_nifti, write_json
+from noise2average.network import MUNet
+from noise2average.training import pretrain, save_checkpoint, settings_from_config
+
+data_type = snakemake.wildcards.data_type
+noisy = [load_nifti(path, ndim=4)[0] for path in snakemake.input.noisy]
+references = [load_nifti(path, ndim=3)[0] for path in snakemake.input.truth]
+masks = [load_nifti(path, ndim=3)[0] > 0 for path in snakemake.input.mask]
+
+network_config = snakemake.params.network
+settings = settings_from_config(
+    snakemake.params.training,
+    network_config,
+    stage="pretrain",
+    seed=derive_seed(snakemake.params.seed, "pretrain", data_type),
+)
+network = MUNet(depth=network_config["depth"], width=network_config["width"])
+log.info("pretraining %s on %d subjects: %s", data_type, len(noisy), settings)
+state, history = pretrain(noisy, references, masks, network=network, settings=settings)
+
+save_checkpoint(
+    snakemake.output.model,
+    state,
+    network.config,
+    history=history,
+    extra={"data_type": data_type, "training_subjects": list(snakemake.input.noisy)},
+)
+write_json(
+    snakemake.output.history,
+    {"settings": settings, "history": history, "software": software_versions()},
+)
