@@ -6,6 +6,7 @@ folder and is renamed only when complete, so a killed job never leaves a file th
 finished.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -119,7 +120,7 @@ def save_nifti(path, data, affine, *, header=None, dtype=np.float32):
 
 
 def write_json(path, content):
-    """Write ``content`` as indented JSON atomically (numpy scalars and arrays converted)."""
+    """Write ``content`` as indented JSON atomically (numpy values and dataclasses converted)."""
 
     def convert(value):
         if isinstance(value, np.ndarray):
@@ -128,6 +129,8 @@ def write_json(path, content):
             return value.item()
         if isinstance(value, Path):
             return str(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
         raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
     tmp = _atomic_target(path)

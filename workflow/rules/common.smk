@@ -14,6 +14,12 @@ N2A_ITERATIONS = list(range(1, config["n2a"]["iterations"] + 1))
 # The single noisy repetition is always scored, as the starting point of every method.
 SCORED_METHODS = ["noisy", *METHODS]
 
+if config["network"]["depth"] % 4 != 2:
+    raise ValueError(
+        f"config network.depth: {config['network']['depth']} is not a MU-Net depth; "
+        "use 6, 10, 14, 18, ... (two convolutions per stage, an odd number of stages)"
+    )
+
 _shared = set(EVALUATION_SUBJECTS) & set(TRAINING_SUBJECTS)
 if _shared:
     raise ValueError(

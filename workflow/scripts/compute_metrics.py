@@ -7,7 +7,8 @@ log = configure_logging(snakemake.log[0])
 import pandas as pd
 
 from noise2average.io import load_nifti
-from noise2average.metrics import score_image
+from noise2average.metrics import image_metrics
+from noise2average.summary import metrics_rows
 
 wildcards = snakemake.wildcards
 truth = load_nifti(snakemake.input.truth, ndim=3)[0]
@@ -26,17 +27,19 @@ elif wildcards.method == "n2a":
 else:
     images = {"final": load_nifti(snakemake.input.images, ndim=3)[0]}
 
-rows = [
-    {
-        "dataset": snakemake.params.dataset,
-        "subject": wildcards.subject,
-        "data_type": wildcards.data_type,
-        "method": wildcards.method,
-        "iteration": iteration,
-        **row,
-    }
-    for iteration, image in images.items()
-    for row in score_image(image, truth, mask, dseg)
-]
-pd.DataFrame(rows).to_csv(snakemake.output.table, index=False)
-log.info("%d metric rows", len(rows))
+table = pd.concat(
+    [
+        metrics_rows(
+            image_metrics(image, truth, mask, dseg),
+            dataset=snakemake.params.dataset,
+            subject=wildcards.subject,
+            data_type=wildcards.data_type,
+            method=wildcards.method,
+            iteration=iteration,
+            region="brain",
+        )
+        for iteration, image in images.items()
+    ]
+)
+table.to_csv(snakemake.output.table, index=False)
+log.info("%d metric rows", len(table))

@@ -5,9 +5,10 @@ from noise2average.runtime import configure_logging, derive_seed, set_num_thread
 log = configure_logging(snakemake.log[0])
 set_num_threads(snakemake.threads)
 
+import dataclasses
+
 from noise2average.io import load_nifti, write_json
-from noise2average.network import MUNet
-from noise2average.training import pretrain, save_checkpoint, settings_from_config
+from noise2average.training import build_network, pretrain, save_checkpoint, settings_from_config
 
 data_type = snakemake.wildcards.data_type
 noisy = [load_nifti(path, ndim=4)[0] for path in snakemake.input.noisy]
@@ -15,13 +16,13 @@ references = [load_nifti(path, ndim=3)[0] for path in snakemake.input.truth]
 masks = [load_nifti(path, ndim=3)[0] > 0 for path in snakemake.input.mask]
 
 network_config = snakemake.params.network
+seed = derive_seed(snakemake.params.seed, "pretrain", data_type)
 settings = settings_from_config(
-    snakemake.params.training,
-    network_config,
-    stage="pretrain",
-    seed=derive_seed(snakemake.params.seed, "pretrain", data_type),
+    snakemake.params.training, network_config, stage="pretrain", seed=seed
 )
-network = MUNet(depth=network_config["depth"], width=network_config["width"])
+network = build_network(
+    {"depth": network_config["depth"], "width": network_config["width"]}, seed=seed
+)
 log.info("pretraining %s on %d subjects: %s", data_type, len(noisy), settings)
 state, history = pretrain(noisy, references, masks, network=network, settings=settings)
 
@@ -30,7 +31,11 @@ save_checkpoint(
     state,
     network.config,
     history=history,
-    extra={"data_type": data_type, "training_subjects": list(snakemake.input.noisy)},
+    extra={
+        "data_type": data_type,
+        "training_inputs": list(snakemake.input.noisy),
+        "settings": dataclasses.asdict(settings),
+    },
 )
 write_json(
     snakemake.output.history,

@@ -1,0 +1,830 @@
+"""Training and inference for MU-Net denoising: pretraining, Noise2Average, Noise2Noise, supervised.
+
+Every method works on z-scored repetitions (each repetition normalised with its own mean and
+standard deviation inside the brain mask) and trains the network to predict a *residual*:
+``target - input`` in the input's normalisation. Training data are cubic blocks over the mask
+(:mod:`noise2average.blocks`), doubled by a flip along ``settings.flip_axis`` (left-right for
+data in NIfTI voxel order); the loss is the squared residual error weighted by the mask. At
+inference each block is also predicted flipped, the two residuals are averaged, overlapping
+blocks are averaged, and the residual is zero outside the mask, so every method returns the mean
+of the repetitions there.
+
+Noise2Average (Li, Tian et al. 2026), as in the public start code: iteration 1 fine-tunes the
+pretrained network so that each repetition maps onto the mean of all repetitions, denoises every
+repetition and averages the de-normalised results; iteration ``k`` does the same with the result
+of iteration ``k - 1`` as the target, restarting from the pretrained weights each time.
+
+The module imports only numpy, torch and the standard library.
+"""
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from .blocks import assemble_blocks, block_origins, extract_blocks
+from .network import MUNet
+
+__all__ = [
+    "TrainingSettings",
+    "resolve_device",
+    "zscore",
+    "fit_residual",
+    "predict_residual_volume",
+    "pretrain",
+    "noise2average",
+    "noise2noise",
+    "supervised",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_network",
+    "settings_from_config",
+]
+
+logger = logging.getLogger("noise2average")
+
+_CHECKPOINT_FORMAT = "noise2average-checkpoint"
+_CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass
+class TrainingSettings:
+    """Options shared by training and inference.
+
+    Attributes
+    ----------
+    block_size : int
+        Edge of the cubic blocks, in voxels (80 in the start code).
+    block_stride : int
+        Distance between neighbouring block starts, in voxels (``<= block_size``).
+    batch_size : int
+        Blocks per optimisation step (and per inference batch).
+    epochs : int
+        Passes over the (flip-doubled) training blocks; 0 returns the initial weights.
+    learning_rate : float
+        Adam step size (betas 0.9 / 0.999; see Notes).
+    validation_fraction : float
+        Fraction of the blocks held out for validation, in [0, 1). A held-out block's flipped
+        copy is held out with it. 0: no validation, the last epoch's weights are kept.
+    flip : bool
+        Double the training blocks by flipping, and average flipped predictions at inference.
+    flip_axis : int
+        Spatial axis (0, 1 or 2) of the flip; 0 is left-right for NIfTI voxel order.
+    device : str
+        "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
+    seed : int
+        Seed of the validation split and the batch order.
+    num_threads : int or None
+        Torch CPU threads during training/inference; None leaves torch's setting alone.
+
+    Notes
+    -----
+    Adam uses ``eps = 1e-8`` (torch's default; Keras 2 defaulted to 1e-7).
+    """
+
+    block_size: int = 32
+    block_stride: int = 24
+    batch_size: int = 2
+    epochs: int = 6
+    learning_rate: float = 5e-5
+    validation_fraction: float = 0.2
+    flip: bool = True
+    flip_axis: int = 0
+    device: str = "auto"
+    seed: int = 0
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        _check_settings(self)
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_settings(settings):
+    for name in ("block_size", "block_stride", "batch_size"):
+        value = getattr(settings, name)
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if settings.block_stride > settings.block_size:
+        raise ValueError(f"block_stride {settings.block_stride!r} must not exceed block_size "
+                         f"{settings.block_size!r}")
+    if not _is_int(settings.epochs) or settings.epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {settings.epochs!r}")
+    if not (isinstance(settings.learning_rate, (int, float)) and settings.learning_rate > 0
+            and math.isfinite(settings.learning_rate)):
+        raise ValueError(f"learning_rate must be a positive number, got "
+                         f"{settings.learning_rate!r}")
+    fraction = settings.validation_fraction
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction!r}")
+    if settings.flip_axis not in (0, 1, 2) or isinstance(settings.flip_axis, bool):
+        raise ValueError(f"flip_axis must be 0, 1 or 2, got {settings.flip_axis!r}")
+    if not _is_int(settings.seed):
+        raise ValueError(f"seed must be an integer, got {settings.seed!r}")
+    if settings.num_threads is not None and (not _is_int(settings.num_threads)
+                                             or settings.num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got "
+                         f"{settings.num_threads!r}")
+    if not isinstance(settings.device, (str, torch.device)):
+        raise ValueError(f"device must be a string, got {settings.device!r}")
+
+
+def resolve_device(name="auto"):
+    """The torch device to run on.
+
+    Parameters
+    ----------
+    name : str or torch.device
+        "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ValueError
+        For an unknown device name, or CUDA requested where it is not available.
+    """
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"unsupported device {name!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        build = (f"CUDA {torch.version.cuda}" if torch.version.cuda
+                 else "no CUDA support (CPU-only build)")
+        raise ValueError(f"device {name!r} requested but CUDA is not available (torch "
+                         f"{torch.__version__}, {build}); use device='auto' or 'cpu'")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                         "device(s) are visible")
+    return device
+
+
+def _autocast(device):
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads):
+    if num_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_mask(mask, shape):
+    mask = np.asarray(mask)
+    if mask.shape != tuple(shape[:3]):
+        raise ValueError(f"mask shape {mask.shape} does not match the volume's spatial shape "
+                         f"{tuple(shape[:3])}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("mask is empty")
+    return mask
+
+
+def zscore(volume, mask):
+    """Normalise a repetition to zero mean and unit standard deviation inside the mask.
+
+    Parameters
+    ----------
+    volume : ndarray of shape (X, Y, Z) or (X, Y, Z, C)
+        One repetition (intensity, arbitrary units). For multichannel data one mean and one
+        standard deviation are taken over all channels inside the mask.
+    mask : ndarray of shape (X, Y, Z), bool
+
+    Returns
+    -------
+    normalised : ndarray, float32, shape of ``volume``
+        ``(volume - mean) / std`` everywhere (also outside the mask).
+    mean : float
+    std : float
+        Population standard deviation (ddof 0) inside the mask.
+    """
+    volume = np.asarray(volume)
+    if volume.ndim not in (3, 4):
+        raise ValueError(f"volume must be (X, Y, Z) or (X, Y, Z, C), got shape {volume.shape}")
+    mask = _check_mask(mask, volume.shape)
+    values = volume[mask].astype(np.float64)
+    mean = float(values.mean())
+    std = float(values.std())
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"standard deviation inside the mask is {std!r}; cannot normalise")
+    normalised = ((volume.astype(np.float64) - mean) / std).astype(np.float32)
+    return normalised, mean, std
+
+
+def _channels_first(blocks):
+    """(M, bx, by, bz[, C]) numpy -> (M, C, bx, by, bz) contiguous float32."""
+    blocks = np.asarray(blocks, dtype=np.float32)
+    if blocks.ndim == 4:
+        blocks = blocks[:, None]
+    else:
+        blocks = np.moveaxis(blocks, -1, 1)
+    return np.ascontiguousarray(blocks)
+
+
+def _network_residual(network, x):
+    residual = getattr(network, "residual", None)
+    if residual is None:
+        raise TypeError(f"network {type(network).__name__} has no residual(x) method")
+    return residual(x)
+
+
+def _block_tensors(inputs, targets, masks, settings, device):
+    """Stack the blocks of all training pairs on ``device``: input, residual target, weight."""
+    xs, rs, ws = [], [], []
+    for index, (volume, target, mask) in enumerate(zip(inputs, targets, masks)):
+        volume = np.asarray(volume, dtype=np.float32)
+        target = np.asarray(target, dtype=np.float32)
+        if volume.ndim not in (3, 4) or target.shape != volume.shape:
+            raise ValueError(f"pair {index}: input shape {volume.shape} and target shape "
+                             f"{target.shape} must be equal (X, Y, Z[, C])")
+        mask = _check_mask(mask, volume.shape)
+        weight = mask.astype(np.float32)
+        spread = weight if volume.ndim == 3 else weight[..., None]
+        origins = block_origins(mask, block_size=settings.block_size,
+                                stride=settings.block_stride)
+        block = settings.block_size
+        xs.append(torch.from_numpy(_channels_first(
+            extract_blocks(volume * spread, origins, block))).to(device))
+        rs.append(torch.from_numpy(_channels_first(
+            extract_blocks((target - volume) * spread, origins, block))).to(device))
+        ws.append(torch.from_numpy(_channels_first(
+            extract_blocks(weight, origins, block))).to(device))
+    return torch.cat(xs), torch.cat(rs), torch.cat(ws)
+
+
+def _split(n_blocks, fraction, seed):
+    """Seeded split of block indices into (train, validation)."""
+    n_val = 0
+    if fraction > 0 and n_blocks >= 2:
+        n_val = min(max(int(round(fraction * n_blocks)), 1), n_blocks - 1)
+    order = np.random.default_rng(seed).permutation(n_blocks)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _gather(tensors, base, flipped, axis):
+    """Rows ``base`` of each tensor, flipped along spatial ``axis`` where ``flipped``."""
+    out = []
+    for tensor in tensors:
+        batch = tensor[base]
+        if flipped.any():
+            batch[flipped] = torch.flip(batch[flipped], dims=(2 + axis,))
+        out.append(batch)
+    return out
+
+
+def _masked_sse(prediction, residual, weight):
+    """Sum of mask-weighted squared residual errors (float32 scalar tensor)."""
+    return (weight * (prediction.float() - residual).square()).sum()
+
+
+def _evaluate(network, tensors, indices, settings, device):
+    """Validation loss: masked squared error per block voxel over blocks and their flips."""
+    x_all, r_all, w_all = tensors
+    copies = 2 if settings.flip else 1
+    total, voxels = 0.0, 0
+    network.eval()
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(indices) * copies, settings.batch_size):
+            sample = np.arange(start, min(start + settings.batch_size, len(indices) * copies))
+            base = torch.as_tensor(indices[sample % len(indices)], device=device)
+            flipped = torch.as_tensor(sample >= len(indices), device=device)
+            x, r, w = _gather((x_all, r_all, w_all), base, flipped, settings.flip_axis)
+            total += float(_masked_sse(_network_residual(network, x), r, w))
+            voxels += r.numel()
+    return total / voxels
+
+
+def _cpu_state(network):
+    return {key: value.detach().to("cpu", copy=True) for key, value in
+            network.state_dict().items()}
+
+
+def _emit(log, message):
+    logger.info(message)
+    if log is not None:
+        log(message)
+
+
+def fit_residual(network, inputs, targets, masks, *, settings, log=None):
+    """Train ``network`` to predict ``target - input`` on blocks over the masks.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        A network with a ``residual(x)`` method mapping (B, C, X, Y, Z) to (B, C', X, Y, Z),
+        such as :class:`~noise2average.network.MUNet`. Trained in place; moved to the device.
+    inputs : list of ndarray, each (X, Y, Z) or (X, Y, Z, C)
+        Normalised input volumes. They are multiplied by their mask before blocking (the
+        network sees zeros outside the brain, as in the start code).
+    targets : list of ndarray
+        Normalised targets, each in the normalisation of its input and of the same shape.
+    masks : list of ndarray, each (X, Y, Z), bool
+        Brain mask of each pair: blocks are placed over it and it weights the loss.
+    settings : TrainingSettings
+    log : callable, optional
+        Called with one progress line (str) per epoch, in addition to the
+        ``noise2average`` logger.
+
+    Returns
+    -------
+    best_state_dict : dict of str to torch.Tensor
+        CPU copy of the weights of the epoch with the lowest validation loss (of the last
+        epoch if there is no validation set; the initial weights if ``epochs == 0``). The
+        network is left holding these weights, in eval mode.
+    history : list of dict
+        One dict per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss`` (None without
+        validation) and ``seconds``. Losses are mean squared residual errors per block voxel
+        with voxels outside the mask weighted zero (the start code's weighted MSE), in
+        normalised units squared.
+
+    Notes
+    -----
+    Blocks of all pairs are pooled, split into training and validation blocks with
+    ``settings.seed`` (a block and its flipped copy stay on the same side) and kept on the
+    device. Optimiser: Adam (betas 0.9, 0.999) at ``settings.learning_rate``. On CPU two runs
+    with the same seed, initial weights and thread count give identical weights; on CUDA
+    (bf16 autocast) results can differ in the last bits.
+    """
+    if not (len(inputs) == len(targets) == len(masks)) or len(inputs) == 0:
+        raise ValueError(f"inputs, targets and masks must be non-empty lists of equal length, "
+                         f"got {len(inputs)}, {len(targets)}, {len(masks)}")
+    _check_settings(settings)
+    device = resolve_device(settings.device)
+    with _torch_threads(settings.num_threads):
+        network.to(device)
+        tensors = _block_tensors(inputs, targets, masks, settings, device)
+        n_blocks = len(tensors[0])
+        train_idx, val_idx = _split(n_blocks, settings.validation_fraction, settings.seed)
+        copies = 2 if settings.flip else 1
+        n_samples = len(train_idx) * copies
+        _emit(log, f"fit_residual: {n_blocks} blocks of {settings.block_size}^3 "
+                   f"({len(train_idx)} training, {len(val_idx)} validation, x{copies} with "
+                   f"flips) on {device}, {settings.epochs} epochs")
+        generator = torch.Generator().manual_seed(int(settings.seed))
+        optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate,
+                                     betas=(0.9, 0.999))
+        best_state, best_loss = _cpu_state(network), math.inf
+        history = []
+        for epoch in range(1, settings.epochs + 1):
+            start_time = time.perf_counter()
+            network.train()
+            order = torch.randperm(n_samples, generator=generator).numpy()
+            total, voxels = 0.0, 0
+            for start in range(0, n_samples, settings.batch_size):
+                sample = order[start:start + settings.batch_size]
+                base = torch.as_tensor(train_idx[sample % len(train_idx)], device=device)
+                flipped = torch.as_tensor(sample >= len(train_idx), device=device)
+                x, r, w = _gather(tensors, base, flipped, settings.flip_axis)
+                optimizer.zero_grad(set_to_none=True)
+                with _autocast(device):
+                    prediction = _network_residual(network, x)
+                sse = _masked_sse(prediction, r, w)
+                loss = sse / r.numel()
+                loss.backward()
+                optimizer.step()
+                total += float(sse.detach())
+                voxels += r.numel()
+            train_loss = total / voxels
+            val_loss = (_evaluate(network, tensors, val_idx, settings, device)
+                        if len(val_idx) else None)
+            score = val_loss if val_loss is not None else -epoch  # no validation: keep last
+            if score < best_loss:
+                best_loss, best_state = score, _cpu_state(network)
+            seconds = time.perf_counter() - start_time
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "seconds": seconds})
+            val_text = f"{val_loss:.6g}" if val_loss is not None else "n/a"
+            _emit(log, f"epoch {epoch}/{settings.epochs}: train_loss {train_loss:.6g}, "
+                       f"val_loss {val_text}, {seconds:.1f} s")
+        network.load_state_dict(best_state)
+        network.eval()
+    return best_state, history
+
+
+def predict_residual_volume(network, volume, mask, *, settings):
+    """Residual predicted by ``network`` for a whole normalised volume.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        A network with a ``residual(x)`` method (see :func:`fit_residual`); run in eval mode.
+    volume : ndarray of shape (X, Y, Z) or (X, Y, Z, C)
+        Normalised input; multiplied by ``mask`` before blocking, as in training.
+    mask : ndarray of shape (X, Y, Z), bool
+    settings : TrainingSettings
+        ``block_size``, ``block_stride``, ``batch_size``, ``flip``, ``flip_axis``, ``device``,
+        ``num_threads`` are used.
+
+    Returns
+    -------
+    ndarray, float32
+        Shape (X, Y, Z) for a 3D input and a one-channel residual, else (X, Y, Z, C'). Each
+        block's residual is the average of the prediction for the block and the un-flipped
+        prediction for the flipped block (``settings.flip``); overlapping blocks are averaged;
+        the residual is zero outside the mask.
+    """
+    _check_settings(settings)
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim not in (3, 4):
+        raise ValueError(f"volume must be (X, Y, Z) or (X, Y, Z, C), got shape {volume.shape}")
+    mask = _check_mask(mask, volume.shape)
+    device = resolve_device(settings.device)
+    spread = mask if volume.ndim == 3 else mask[..., None]
+    origins = block_origins(mask, block_size=settings.block_size, stride=settings.block_stride)
+    blocks = _channels_first(extract_blocks(volume * spread, origins, settings.block_size))
+    dims = (2 + settings.flip_axis,)
+    predictions = None
+    with _torch_threads(settings.num_threads):
+        network.to(device)
+        network.eval()
+        with torch.inference_mode(), _autocast(device):
+            for start in range(0, len(blocks), settings.batch_size):
+                x = torch.from_numpy(blocks[start:start + settings.batch_size]).to(device)
+                residual = _network_residual(network, x).float()
+                if settings.flip:
+                    mirrored = _network_residual(network, torch.flip(x, dims=dims)).float()
+                    residual = 0.5 * (residual + torch.flip(mirrored, dims=dims))
+                residual = residual.permute(0, 2, 3, 4, 1).cpu().numpy()
+                if predictions is None:
+                    predictions = np.empty((len(blocks), *residual.shape[1:]), np.float32)
+                predictions[start:start + len(residual)] = residual
+    out = assemble_blocks(predictions, origins, mask.shape)
+    out[~mask] = 0.0
+    if volume.ndim == 3 and out.shape[-1] == 1:
+        out = out[..., 0]
+    return out
+
+
+def _repetition_list(repetitions, name="repetitions"):
+    """(X, Y, Z, N) or (X, Y, Z, C, N) -> list of N float32 arrays."""
+    repetitions = np.asarray(repetitions)
+    if repetitions.ndim not in (4, 5):
+        raise ValueError(f"{name} must be (X, Y, Z, N) or (X, Y, Z, C, N), got shape "
+                         f"{repetitions.shape}")
+    return [np.ascontiguousarray(repetitions[..., n], dtype=np.float32)
+            for n in range(repetitions.shape[-1])]
+
+
+def _initial_state(network, pretrained_state):
+    if pretrained_state is None:
+        return _cpu_state(network)
+    return {key: value.detach().to("cpu", copy=True) for key, value in pretrained_state.items()}
+
+
+def _denoise_average(network, normalised, mask, average, settings):
+    """Mean over repetitions of the de-normalised denoised repetitions; ``average`` outside."""
+    total = np.zeros(average.shape, dtype=np.float64)
+    for volume, mean, std in normalised:
+        residual = predict_residual_volume(network, volume, mask, settings=settings)
+        total += (volume.astype(np.float64) + residual) * std + mean
+    out = (total / len(normalised)).astype(np.float32)
+    out[~mask] = average[~mask]
+    return out
+
+
+def _prepare_subject(repetitions, mask, minimum):
+    reps = _repetition_list(repetitions)
+    if len(reps) < minimum:
+        raise ValueError(f"need at least {minimum} repetitions, got {len(reps)}")
+    mask = _check_mask(mask, reps[0].shape)
+    average = np.mean(np.stack(reps, axis=-1), axis=-1, dtype=np.float64).astype(np.float32)
+    normalised = [zscore(rep, mask) for rep in reps]
+    return reps, mask, average, normalised
+
+
+def _in_norm(volume, mean, std):
+    return ((np.asarray(volume, dtype=np.float64) - mean) / std).astype(np.float32)
+
+
+def pretrain(noisy, references, masks, *, network, settings, log=None):
+    """Supervised pretraining on training subjects: each noisy repetition -> its reference.
+
+    Parameters
+    ----------
+    noisy : list of ndarray, each (X, Y, Z, N) or (X, Y, Z, C, N)
+        Noisy repetitions of each training subject (repetitions on the last axis).
+    references : list of ndarray, each (X, Y, Z) or (X, Y, Z, C)
+        High-SNR reference of each subject, in the intensity units of ``noisy``.
+    masks : list of ndarray, each (X, Y, Z), bool
+    network : torch.nn.Module
+        Network with a ``residual`` method (e.g. a freshly initialised MU-Net); trained in place.
+    settings : TrainingSettings
+    log : callable, optional
+        Receives progress lines (str).
+
+    Returns
+    -------
+    state_dict : dict
+        Best-validation weights (CPU tensors).
+    history : list of dict
+        Per-epoch losses and timings (see :func:`fit_residual`).
+
+    Notes
+    -----
+    Each repetition is z-scored with its own statistics inside the subject's mask, and the
+    reference is expressed in that repetition's normalisation.
+    """
+    if not (len(noisy) == len(references) == len(masks)) or len(noisy) == 0:
+        raise ValueError(f"noisy, references and masks must be non-empty lists of equal length, "
+                         f"got {len(noisy)}, {len(references)}, {len(masks)}")
+    inputs, targets, pair_masks = [], [], []
+    for subject, (repetitions, reference, mask) in enumerate(zip(noisy, references, masks)):
+        reps = _repetition_list(repetitions, name=f"noisy[{subject}]")
+        reference = np.asarray(reference)
+        if reference.shape != reps[0].shape:
+            raise ValueError(f"references[{subject}] has shape {reference.shape}, expected "
+                             f"{reps[0].shape}")
+        mask = _check_mask(mask, reference.shape)
+        for rep in reps:
+            normalised, mean, std = zscore(rep, mask)
+            inputs.append(normalised)
+            targets.append(_in_norm(reference, mean, std))
+            pair_masks.append(mask)
+    _emit(log, f"pretrain: {len(noisy)} subjects, {len(inputs)} repetitions")
+    return fit_residual(network, inputs, targets, pair_masks, settings=settings, log=log)
+
+
+def noise2average(repetitions, mask, *, network, pretrained_state, iterations, settings,
+                  log=None):
+    """Noise2Average: iterative residual learning towards the average of the repetitions.
+
+    Parameters
+    ----------
+    repetitions : ndarray of shape (X, Y, Z, N) or (X, Y, Z, C, N)
+        N >= 2 noisy, co-registered repetitions of one subject (intensity units).
+    mask : ndarray of shape (X, Y, Z), bool
+    network : torch.nn.Module
+        Network with a ``residual`` method; its weights are overwritten.
+    pretrained_state : dict or None
+        Weights every iteration restarts from; None uses the network's current weights.
+    iterations : int
+        Number of N2A iterations (>= 1; the start code runs 2).
+    settings : TrainingSettings
+        Fine-tuning and inference options.
+    log : callable, optional
+        Receives progress lines (str).
+
+    Returns
+    -------
+    images : list of ndarray, float32, each of shape (X, Y, Z) or (X, Y, Z, C)
+        Result of each iteration (``images[-1]`` is the final one). Outside the mask every
+        image equals the mean of the repetitions (computed in float64, rounded to float32).
+    history : list of dict
+        Per-epoch records of all iterations, each with an ``iteration`` key (1-based).
+
+    Notes
+    -----
+    Iteration ``k`` has target ``T_k`` (``T_1`` = mean of the repetitions, ``T_k`` = result
+    of iteration ``k - 1``). Each repetition ``i`` (mean ``m_i``, std ``s_i`` in the mask)
+    gives one training pair ``z_i = (x_i - m_i) / s_i -> (T_k - m_i) / s_i``. The result is
+    ``mean_i[(z_i + r_i) s_i + m_i]`` with ``r_i`` the predicted residual.
+    """
+    if not _is_int(iterations) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    reps, mask, average, normalised = _prepare_subject(repetitions, mask, 2)
+    initial = _initial_state(network, pretrained_state)
+    inputs = [volume for volume, _, _ in normalised]
+    masks = [mask] * len(reps)
+    target, images, history = average, [], []
+    for iteration in range(1, iterations + 1):
+        _emit(log, f"noise2average: iteration {iteration}/{iterations}, {len(reps)} repetitions")
+        network.load_state_dict(initial)
+        targets = [_in_norm(target, mean, std) for _, mean, std in normalised]
+        _, records = fit_residual(network, inputs, targets, masks, settings=settings, log=log)
+        history.extend({"iteration": iteration, **record} for record in records)
+        target = _denoise_average(network, normalised, mask, average, settings)
+        images.append(target)
+    return images, history
+
+
+def noise2noise(repetitions, mask, *, network, pretrained_state, settings, log=None):
+    """Noise2Noise between repetitions: every ordered pair i != j, repetition i -> j.
+
+    Parameters
+    ----------
+    repetitions : ndarray of shape (X, Y, Z, N) or (X, Y, Z, C, N)
+        N >= 2 noisy repetitions of one subject.
+    mask : ndarray of shape (X, Y, Z), bool
+    network : torch.nn.Module
+        Network with a ``residual`` method; its weights are overwritten.
+    pretrained_state : dict or None
+        Initial weights; None uses the network's current weights.
+    settings : TrainingSettings
+    log : callable, optional
+
+    Returns
+    -------
+    image : ndarray, float32, shape of one repetition
+        Mean of the de-normalised denoised repetitions; the mean of the repetitions outside
+        the mask.
+    history : list of dict
+        Per-epoch records (see :func:`fit_residual`).
+
+    Notes
+    -----
+    The target of pair (i, j) is repetition j in repetition i's normalisation.
+    """
+    reps, mask, average, normalised = _prepare_subject(repetitions, mask, 2)
+    network.load_state_dict(_initial_state(network, pretrained_state))
+    inputs, targets = [], []
+    for i, (volume, mean, std) in enumerate(normalised):
+        for j, other in enumerate(reps):
+            if i != j:
+                inputs.append(volume)
+                targets.append(_in_norm(other, mean, std))
+    _emit(log, f"noise2noise: {len(reps)} repetitions, {len(inputs)} ordered pairs")
+    _, history = fit_residual(network, inputs, targets, [mask] * len(inputs),
+                              settings=settings, log=log)
+    return _denoise_average(network, normalised, mask, average, settings), history
+
+
+def supervised(repetitions, mask, reference, *, network, pretrained_state, settings, log=None):
+    """Supervised fine-tuning on the subject itself (upper bound): each repetition -> reference.
+
+    Parameters
+    ----------
+    repetitions : ndarray of shape (X, Y, Z, N) or (X, Y, Z, C, N)
+        N >= 1 noisy repetitions of one subject.
+    mask : ndarray of shape (X, Y, Z), bool
+    reference : ndarray of shape (X, Y, Z) or (X, Y, Z, C)
+        High-SNR reference in the intensity units of the repetitions.
+    network : torch.nn.Module
+        Network with a ``residual`` method; its weights are overwritten.
+    pretrained_state : dict or None
+        Initial weights; None uses the network's current weights.
+    settings : TrainingSettings
+    log : callable, optional
+
+    Returns
+    -------
+    image : ndarray, float32
+        Mean of the de-normalised denoised repetitions; the mean of the repetitions outside
+        the mask.
+    history : list of dict
+    """
+    reps, mask, average, normalised = _prepare_subject(repetitions, mask, 1)
+    reference = np.asarray(reference)
+    if reference.shape != reps[0].shape:
+        raise ValueError(f"reference has shape {reference.shape}, expected {reps[0].shape}")
+    network.load_state_dict(_initial_state(network, pretrained_state))
+    inputs = [volume for volume, _, _ in normalised]
+    targets = [_in_norm(reference, mean, std) for _, mean, std in normalised]
+    _emit(log, f"supervised: {len(reps)} repetitions")
+    _, history = fit_residual(network, inputs, targets, [mask] * len(inputs),
+                              settings=settings, log=log)
+    return _denoise_average(network, normalised, mask, average, settings), history
+
+
+def settings_from_config(training, network, *, stage, seed, num_threads=None):
+    """:class:`TrainingSettings` from the workflow config's ``training`` and ``network`` sections.
+
+    Parameters
+    ----------
+    training : dict
+        The ``training`` section; ``training[stage]`` holds ``epochs`` and ``learning_rate``.
+    network : dict
+        The ``network`` section (``block_size``, ``block_stride``).
+    stage : {"pretrain", "finetune"}
+    seed : int
+    num_threads : int, optional
+    """
+    if stage not in ("pretrain", "finetune"):
+        raise ValueError(f"stage must be 'pretrain' or 'finetune', got {stage!r}")
+    return TrainingSettings(
+        block_size=network["block_size"],
+        block_stride=network["block_stride"],
+        batch_size=training["batch_size"],
+        epochs=training[stage]["epochs"],
+        learning_rate=training[stage]["learning_rate"],
+        validation_fraction=training["validation_fraction"],
+        flip=training["flip"],
+        device=training["device"],
+        seed=seed,
+        num_threads=num_threads,
+    )
+
+
+_NETWORK_KEYS = ("in_channels", "out_channels", "depth", "width", "batch_norm")
+
+
+def build_network(config, *, seed=None):
+    """MU-Net from its ``config`` dict (``MUNet.config``, or a checkpoint's ``network_config``).
+
+    Parameters
+    ----------
+    config : dict
+        Keys among ``in_channels``, ``out_channels``, ``depth``, ``width``, ``batch_norm``.
+    seed : int, optional
+        Seed of the He initialisation, drawn without touching torch's global generator state.
+        None: torch's global generator.
+
+    Returns
+    -------
+    MUNet
+    """
+    unknown = sorted(set(config) - set(_NETWORK_KEYS))
+    if unknown:
+        raise ValueError(f"unknown network config keys {unknown}; expected some of "
+                         f"{list(_NETWORK_KEYS)}")
+    kwargs = dict(config)
+    args = (kwargs.pop("in_channels", 1), kwargs.pop("out_channels", 1))
+    if seed is None:
+        return MUNet(*args, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return MUNet(*args, **kwargs)
+
+
+def save_checkpoint(path, state_dict, network_config, *, history=None, extra=None):
+    """Write weights and everything needed to rebuild the network, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination (conventionally ``.pt``). The file is written to a temporary name in the
+        same directory and renamed, so an interrupted job never leaves a complete-looking
+        checkpoint.
+    state_dict : dict of str to torch.Tensor
+    network_config : dict
+        ``MUNet.config``; :func:`build_network` rebuilds the network from it.
+    history : list of dict, optional
+        Training history (plain numbers and strings).
+    extra : dict, optional
+        Further plain-data metadata (settings, seeds, versions).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    payload = {
+        "format": _CHECKPOINT_FORMAT,
+        "version": _CHECKPOINT_VERSION,
+        "network_config": dict(network_config),
+        "state_dict": {key: value.detach().to("cpu", copy=True)
+                       for key, value in state_dict.items()},
+        "history": copy.deepcopy(list(history)) if history is not None else [],
+        "extra": copy.deepcopy(dict(extra)) if extra is not None else {},
+    }
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                         dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    dict
+        ``state_dict`` (CPU tensors), ``network_config``, ``history``, ``extra``, ``format``
+        and ``version``. ``build_network(c["network_config"]).load_state_dict(c["state_dict"])``
+        restores the network.
+    """
+    checkpoint = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"{os.fspath(path)!r} is not a noise2average checkpoint")
+    if checkpoint.get("version") != _CHECKPOINT_VERSION:
+        raise ValueError(f"{os.fspath(path)!r} has checkpoint version "
+                         f"{checkpoint.get('version')!r}, expected {_CHECKPOINT_VERSION}")
+    return checkpoint
