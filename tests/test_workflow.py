@@ -98,4 +98,11 @@ def test_tiny_end_to_end_run(run_snakemake):
                 assert (results / "figures" / f"synthetic_dtype-{data_type}_{kind}.{ext}").stat().st_size > 1000
 
     # A rerun has nothing to do: outputs are complete and reused.
-    assert "Nothing to be done" in run_snakemake("-n", configfile=REPO / "config/test.yaml").stdout
+    rerun = run_snakemake("-n", configfile=REPO / "config/test.yaml")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+    # The report bundles the figures with their captions.
+    run_snakemake("--report", "report.html", configfile=REPO / "config/test.yaml")
+    report = (run_snakemake.workdir / "report.html").read_text()
+    assert "synthetic_dtype-t1w_rep_panel.png" in report
+    assert "absolute error against the ground truth" in report
