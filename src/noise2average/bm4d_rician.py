@@ -12,6 +12,7 @@ an optional dependency, installed from PyPI, and imported only when `bm4d_rician
 
 import numpy as np
 
+from ._validation import as_mask
 from .vst import rician_vst, rician_vst_inverse
 
 __all__ = ["bm4d_rician"]
@@ -121,13 +122,7 @@ def _validate(data, sigma, mask, profile, num_threads):
     elif not (np.isfinite(sigma).all() and (sigma > 0).all()):
         raise ValueError(f"a sigma map must be finite and > 0, its minimum is {np.nanmin(sigma)}")
 
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != data.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from data shape {data.shape}")
-        mask = mask.astype(bool)
-        if not mask.any():
-            raise ValueError("mask is empty (no True voxel)")
+    mask = as_mask(mask, data.shape)
 
     if isinstance(profile, str) and profile in _UNAVAILABLE:
         raise ValueError(f"profile {profile!r} {_UNAVAILABLE[profile]}; use one of {_PROFILES}")

@@ -49,6 +49,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ._validation import check_shapes
+
 __all__ = [
     "METRIC_NAMES",
     "METRIC_BETTER",
@@ -87,14 +89,7 @@ def _check_inputs(image, reference, mask):
     mask = np.asarray(mask)
     if reference.ndim != 3:
         raise ValueError(f"reference must be 3D (X, Y, Z), got shape {reference.shape}")
-    if image.shape != reference.shape:
-        raise ValueError(
-            f"image shape {image.shape} does not match reference shape {reference.shape}"
-        )
-    if mask.shape != reference.shape:
-        raise ValueError(
-            f"mask shape {mask.shape} does not match reference shape {reference.shape}"
-        )
+    check_shapes(reference, image=image, mask=mask)
     if mask.dtype != bool:
         values = np.unique(mask)
         if not np.all(np.isin(values, (0, 1))):
@@ -355,14 +350,7 @@ def boundary_sharpness(image, reference, dseg, *, sigma=1.0):
     dseg = np.asarray(dseg)
     if reference.ndim != 3:
         raise ValueError(f"reference must be 3D (X, Y, Z), got shape {reference.shape}")
-    if image.shape != reference.shape:
-        raise ValueError(
-            f"image shape {image.shape} does not match reference shape {reference.shape}"
-        )
-    if dseg.shape != reference.shape:
-        raise ValueError(
-            f"dseg shape {dseg.shape} does not match reference shape {reference.shape}"
-        )
+    check_shapes(reference, image=image, dseg=dseg)
     if not np.issubdtype(dseg.dtype, np.integer):
         if not (np.all(np.isfinite(dseg)) and np.all(dseg == np.round(dseg))):
             raise ValueError(f"dseg must hold integer labels, got dtype {dseg.dtype}")

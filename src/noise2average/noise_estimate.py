@@ -27,6 +27,8 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from ._validation import as_mask
+
 __all__ = ["estimate_sigma", "estimate_sigma_map"]
 
 # Phi^-1(3/4): median(|X|) = 0.6745 sigma for X ~ N(0, sigma^2).
@@ -146,13 +148,7 @@ def _validate(data, mask):
     data = data.astype(np.float64, copy=False)
     if not np.isfinite(data).all():
         raise ValueError(f"data contains {int((~np.isfinite(data)).sum())} non-finite values")
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != data.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from data shape {data.shape}")
-        mask = mask.astype(bool)
-        if not mask.any():
-            raise ValueError("mask is empty (no True voxel)")
+    mask = as_mask(mask, data.shape)
     return data, mask
 
 
