@@ -298,6 +298,64 @@ def _t1w_repetitions(s_ref, sigma_ref, grid, rng, p, subject):
     return reps, scales, info, grid_info
 
 
+def _subject_anatomy(seed, p):
+    """One subject's anatomy on the working grid, drawn from ``seed`` alone.
+
+    Shared by every data type (`simulate_subject` and `noise2average.simulate_dwi`), so a
+    subject has the same anatomy in all of them. ``p`` holds ``voxel_size_mm``,
+    ``slab_slices``, ``deformation_max_mm``, ``deformation_smoothness_mm`` and
+    ``bias_field_amplitude``.
+
+    Returns
+    -------
+    dict
+        ``source`` (the working Colin 27 `Anatomy`), ``shape``, ``affine``, ``start`` (first
+        slab slice), ``points`` (grid points in mm), ``deformation`` and ``bias_field``
+        (callables of points), ``image`` and ``fractions`` (deformed anatomy), ``bias``
+        (the bias field on the grid, float32), ``mask``, ``dseg`` and ``fov`` (centre and
+        semi-axes of the field of view, in mm, for the g-factor map).
+    """
+    source = _anatomy.working_anatomy(voxel_size_mm=p["voxel_size_mm"])
+    shape, affine, start = _anatomy.slab_grid(source, slab_slices=p["slab_slices"])
+    shape = tuple(int(n) for n in shape)
+    points = _anatomy.grid_points(shape, affine)
+    anatomy_rng = np.random.default_rng([seed, 0])
+    if tuple(source.shape) == shape:
+        head_points = points
+    else:
+        head_points = _anatomy.grid_points(source.shape, source.affine)
+    deformation = _anatomy.random_deformation(
+        anatomy_rng,
+        head_points,
+        max_displacement_mm=p["deformation_max_mm"],
+        smoothness_mm=p["deformation_smoothness_mm"],
+    )
+    bias_field = _anatomy.random_bias_field(
+        anatomy_rng, head_points, amplitude=p["bias_field_amplitude"]
+    )
+    del head_points
+    image, fractions = _anatomy.sample_anatomy(source, points, deformation=deformation)
+    mask, dseg = _anatomy.labels_from_fractions(fractions)
+    return {
+        "source": source,
+        "shape": shape,
+        "affine": np.array(affine, dtype=np.float64),
+        "start": int(start),
+        "points": points,
+        "deformation": deformation,
+        "bias_field": bias_field,
+        "image": image,
+        "fractions": fractions,
+        "bias": bias_field(points)[..., 0].astype(np.float32),
+        "mask": mask,
+        "dseg": dseg,
+        "fov": {
+            "center_mm": _motion.volume_center_mm(source.shape, source.affine),
+            "semi_axes_mm": np.array(source.shape) * source.voxel_size / 2,
+        },
+    }
+
+
 def simulate_subject(data_type, *, seed, params):
     """Simulate one subject of one data type.
 
@@ -334,39 +392,15 @@ def simulate_subject(data_type, *, seed, params):
     seed = _check_seed(seed)
     p = _check_params(params, data_type)
 
-    source = _anatomy.working_anatomy(voxel_size_mm=p["voxel_size_mm"])
-    shape, affine, start = _anatomy.slab_grid(source, slab_slices=p["slab_slices"])
-    shape = tuple(int(n) for n in shape)
-    points = _anatomy.grid_points(shape, affine)
-
-    # Subject anatomy: seed only.
-    anatomy_rng = np.random.default_rng([seed, 0])
-    if tuple(source.shape) == shape:
-        head_points = points
-    else:
-        head_points = _anatomy.grid_points(source.shape, source.affine)
-    deformation = _anatomy.random_deformation(
-        anatomy_rng,
-        head_points,
-        max_displacement_mm=p["deformation_max_mm"],
-        smoothness_mm=p["deformation_smoothness_mm"],
-    )
-    bias = _anatomy.random_bias_field(
-        anatomy_rng, head_points, amplitude=p["bias_field_amplitude"]
-    )
-    del head_points
-    image, fractions = _anatomy.sample_anatomy(source, points, deformation=deformation)
-    bias_ref = bias(points)[..., 0].astype(np.float32)
-    s_ref = image * bias_ref
-    mask, dseg = _anatomy.labels_from_fractions(fractions)
+    a = _subject_anatomy(seed, p)
+    source, shape, affine, start = a["source"], a["shape"], a["affine"], a["start"]
+    points, deformation, bias, bias_ref = a["points"], a["deformation"], a["bias_field"], a["bias"]
+    fractions, mask, dseg, fov = a["fractions"], a["mask"], a["dseg"], a["fov"]
+    s_ref = a["image"] * bias_ref
     wm = dseg == 3
     if not wm.any():
         raise ValueError("the simulated grid holds no white matter; check slab_slices")
 
-    fov = {
-        "center_mm": _motion.volume_center_mm(source.shape, source.affine),
-        "semi_axes_mm": np.array(source.shape) * source.voxel_size / 2,
-    }
     g = _noise.g_factor_map(shape, affine, g_max=p["g_max"], **fov)
     rng = np.random.default_rng([seed, DATA_TYPES[data_type]])
 
