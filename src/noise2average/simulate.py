@@ -131,7 +131,8 @@ def _number(params, path, *, low=None, high=None, low_open=False, integer=False)
     return value
 
 
-def _check_params(params, data_type):
+def _check_anatomy_and_noise(params):
+    """Checked values of the ``simulation`` keys every data type uses (grid, anatomy, noise)."""
     if not isinstance(params, dict):
         raise ValueError(f"params must be the simulation dict, got {type(params).__name__}")
     p = {
@@ -149,6 +150,11 @@ def _check_params(params, data_type):
     if slab is not None:
         slab = _number(params, "slab_slices", low=1, integer=True)
     p["slab_slices"] = slab
+    return p
+
+
+def _check_params(params, data_type):
+    p = _check_anatomy_and_noise(params)
     if data_type == "t1w_rep":
         p["repetitions"] = _number(params, "repetitions", low=2, integer=True)
         p["intensity_scale_jitter"] = _number(

@@ -57,7 +57,12 @@ from noise2average import dti_subsets as _subsets
 from noise2average import noise as _noise
 
 # Private validation helpers of simulate.py, reused so both modules read `simulation` alike.
-from noise2average.simulate import _check_seed, _number, _subject_anatomy
+from noise2average.simulate import (
+    _check_anatomy_and_noise,
+    _check_seed,
+    _number,
+    _subject_anatomy,
+)
 
 __all__ = [
     "DWI_DATA_TYPES",
@@ -142,27 +147,6 @@ class DwiSubject:
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_simulation(params):
-    if not isinstance(params, dict):
-        raise ValueError(f"params must be the simulation dict, got {type(params).__name__}")
-    p = {
-        "voxel_size_mm": _number(params, "voxel_size_mm", low=1.0),
-        "deformation_max_mm": _number(params, "anatomy.deformation_max_mm", low=0),
-        "deformation_smoothness_mm": _number(
-            params, "anatomy.deformation_smoothness_mm", low=0, low_open=True
-        ),
-        "bias_field_amplitude": _number(params, "anatomy.bias_field_amplitude", low=0, high=0.9),
-        "sigma_relative_to_wm": _number(params, "noise.sigma_relative_to_wm", low=0),
-        "g_max": _number(params, "noise.g_max", low=1),
-        "coils": _number(params, "noise.coils", low=1, integer=True),
-    }
-    slab = params.get("slab_slices")
-    if slab is not None:
-        slab = _number(params, "slab_slices", low=1, integer=True)
-    p["slab_slices"] = slab
-    return p
 
 
 def _dnumber(d, key, **limits):
@@ -292,7 +276,7 @@ def simulate_dwi_subject(data_type, *, seed, params, diffusion=None):
     if data_type not in DWI_DATA_TYPES:
         raise ValueError(f"data_type={data_type!r} must be one of {sorted(DWI_DATA_TYPES)}")
     seed = _check_seed(seed)
-    p = _check_simulation(params)
+    p = _check_anatomy_and_noise(params)
     d = _check_diffusion(diffusion)
     if 6 * d["n_subsets"] > d["n_directions"]:
         raise ValueError(
