@@ -1,5 +1,6 @@
 # Noise2Average benchmark: simulate (or read) repeated noisy scans, pretrain the MU-Net,
-# denoise every subject with every method, score against the reference, plot and report.
+# denoise every subject with every method, fit diffusion tensors, score against the
+# reference, plot and report.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -12,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/denoise.smk"
+include: "workflow/rules/dti.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 

@@ -4,7 +4,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from noise2average.io import load_nifti, read_json, save_nifti, write_json
+from noise2average.io import (
+    load_gradients,
+    load_nifti,
+    read_json,
+    save_gradients,
+    save_nifti,
+    write_json,
+)
 
 
 @pytest.fixture
@@ -78,3 +85,37 @@ def test_nan_is_reported(tmp_path, affine):
 def test_json_round_trip_converts_numpy(tmp_path):
     write_json(tmp_path / "a.json", {"x": np.float32(1.5), "v": np.arange(3)})
     assert read_json(tmp_path / "a.json") == {"x": 1.5, "v": [0, 1, 2]}
+
+
+def test_gradient_table_round_trip_in_fsl_layout(tmp_path):
+    bvals = np.array([0.0, 1000.0, 1000.0, 5.0])
+    bvecs = np.array([[0, 0, 0], [1, 0, 0], [0, 0.6, 0.8], [0, 0, 0]], dtype=float)
+    bval, bvec = tmp_path / "dwi.bval", tmp_path / "dwi.bvec"
+    save_gradients(bval, bvec, bvals, bvecs)
+    assert bval.read_text().split() == ["0", "1000", "1000", "5"]
+    assert len(bvec.read_text().splitlines()) == 3  # FSL: one row per axis
+    read_bvals, read_bvecs = load_gradients(bval, bvec, n_volumes=4)
+    np.testing.assert_array_equal(read_bvals, bvals)
+    np.testing.assert_allclose(read_bvecs, bvecs)
+    # Column layout (one row per volume) is accepted too.
+    np.savetxt(bvec, bvecs)
+    np.testing.assert_allclose(load_gradients(bval, bvec)[1], bvecs)
+
+
+@pytest.mark.parametrize(
+    "bvals, bvecs, n_volumes, message",
+    [
+        ("0 1000", "0 1\n0 0\n0 0", 3, "2 b-values for a series of 3 volumes"),
+        ("0 -1000", "0 1\n0 0\n0 0", None, "finite and >= 0"),
+        ("0 1000", "0 1 0\n0 0 1\n0 0 0", None, "does not match the 2 b-values"),
+        ("0 1000", "0 0.5\n0 0\n0 0", None, "unit vectors"),
+        ("0 abc", "0 1\n0 0\n0 0", None, "cannot read"),
+    ],
+)
+def test_bad_gradient_tables_name_the_file(tmp_path, bvals, bvecs, n_volumes, message):
+    bval, bvec = tmp_path / "dwi.bval", tmp_path / "dwi.bvec"
+    bval.write_text(bvals)
+    bvec.write_text(bvecs)
+    with pytest.raises(ValueError, match=message) as error:
+        load_gradients(bval, bvec, n_volumes=n_volumes)
+    assert "dwi.bv" in str(error.value)

@@ -12,8 +12,10 @@ from noise2average.metrics import (
     mae,
     nrmse,
     psnr,
+    series_metrics,
     ssim,
 )
+from noise2average.dti_metrics import DTI_METRIC_NAMES
 
 
 def _phantom(shape=(16, 16, 12), seed=0):
@@ -236,7 +238,7 @@ def test_image_metrics_keys_and_consistency():
     rng = np.random.default_rng(5)
     img = ref + 0.05 * rng.normal(size=ref.shape)
     out = image_metrics(img, ref, mask, dseg)
-    assert tuple(out) == METRIC_NAMES == tuple(METRIC_BETTER)
+    assert tuple(out) == METRIC_NAMES == tuple(METRIC_BETTER)[: len(METRIC_NAMES)]
     assert out["psnr"] == psnr(img, ref, mask)
     assert out["ssim"] == ssim(img, ref, mask)
     assert out["mae"] == mae(img, ref, mask)
@@ -284,3 +286,80 @@ def test_bad_inputs_raise():
         boundary_sharpness(step, step, dseg[:-1])
     with pytest.raises(ValueError, match="integer labels"):
         boundary_sharpness(step, step, dseg + 0.5)
+
+
+def test_metric_better_covers_dti_metrics():
+    assert tuple(METRIC_BETTER) == METRIC_NAMES + DTI_METRIC_NAMES
+    assert all(METRIC_BETTER[name] == "lower" for name in DTI_METRIC_NAMES)
+
+
+# --- series_metrics ---------------------------------------------------------------------
+
+
+def _series(shape=(8, 8, 6), volumes=(10.0, 2.0, 1.0), seed=6):
+    """Smooth positive series, volume k spanning [0, volumes[k]] (b0 bright, DWIs dim)."""
+    ref, mask = _phantom(shape, seed=seed)
+    unit = ref - ref.min()
+    unit /= unit.max()
+    return np.stack([v * unit for v in volumes], axis=-1), mask
+
+
+def test_series_identical():
+    ref, mask = _series()
+    out = series_metrics(ref, ref, mask)
+    assert tuple(out) == ("psnr", "ssim", "mae", "nrmse")
+    assert out["psnr"] == np.inf
+    assert_allclose(out["ssim"], 1.0, rtol=1e-12)
+    assert out["mae"] == 0.0 and out["nrmse"] == 0.0
+    assert all(isinstance(v, float) for v in out.values())
+
+
+def test_series_constant_offset_uses_one_data_range():
+    ref, mask = _series()  # data range 10 over the series (the dim volumes alone: 2 and 1)
+    c = 0.5
+    out = series_metrics(ref + c, ref, mask)
+    assert_allclose(out["psnr"], 10 * np.log10(10.0**2 / c**2), rtol=1e-12)
+    assert_allclose(out["mae"], c / 10.0, rtol=1e-12)
+    assert_allclose(out["nrmse"], c * np.sqrt(ref.size) / np.linalg.norm(ref), rtol=1e-12)
+    assert_allclose(series_metrics(ref + c, ref, mask, data_range=1.0)["psnr"],
+                    10 * np.log10(1 / c**2), rtol=1e-12)
+
+
+def test_series_pools_voxels_and_ignores_outside_mask():
+    ref, mask = _series(volumes=(4.0, 2.0))
+    mask[:2] = False
+    ref[:2] = 1000.0  # outside the mask: neither the data range nor an error
+    ref[2, 0, 0, 0], ref[2, 0, 1, 1] = 0.0, 4.0  # data range 4 inside the mask
+    img = ref.copy()
+    img[..., 0] += 0.1
+    img[..., 1] -= 0.3
+    img[:2] = -5.0
+    L = 4.0
+    out = series_metrics(img, ref, mask)
+    # MSE over both volumes' voxels: (0.1^2 + 0.3^2) / 2 = 0.05 (not a mean of PSNRs)
+    assert_allclose(out["psnr"], 10 * np.log10(L**2 / 0.05), rtol=1e-12)
+    assert_allclose(out["mae"], 0.2 / L, rtol=1e-12)
+    # SSIM: mean over volumes of the 3D SSIM, all with the series' data range
+    per_volume = [ssim(img[..., k], ref[..., k], mask, data_range=L) for k in range(2)]
+    assert_allclose(out["ssim"], np.mean(per_volume), rtol=1e-12)
+    assert out["ssim"] != np.mean([ssim(img[..., k], ref[..., k], mask) for k in range(2)])
+
+
+def test_series_shape_errors():
+    ref, mask = _series()
+    with pytest.raises(ValueError, match=r"reference must be 4D \(X, Y, Z, M\)"):
+        series_metrics(ref[..., 0], ref[..., 0], mask)
+    with pytest.raises(ValueError, match=r"image shape \(8, 8, 6, 2\) does not match"):
+        series_metrics(ref[..., :2], ref, mask)
+    with pytest.raises(ValueError, match=r"mask shape \(8, 8, 5\) does not match the first"):
+        series_metrics(ref, ref, mask[..., :5])
+    with pytest.raises(ValueError, match=r"mask shape \(8, 8, 6, 3\)"):
+        series_metrics(ref, ref, np.ones(ref.shape, dtype=bool))
+    with pytest.raises(ValueError, match="no volumes"):
+        series_metrics(ref[..., :0], ref[..., :0], mask)
+    with pytest.raises(ValueError, match="mask is empty"):
+        series_metrics(ref, ref, np.zeros_like(mask))
+    bad = ref.copy()
+    bad[0, 0, 0, 1] = np.nan
+    with pytest.raises(ValueError, match="image has non-finite"):
+        series_metrics(bad, ref, mask)

@@ -203,3 +203,24 @@ def test_invalid_inputs_raise(params):
                              diffusion={"n_directions": 12, "n_subsets": 3})
     with pytest.raises(ValueError, match="seed"):
         simulate_dwi_subject("dwi_appa", seed=-1, params=params, diffusion=APPA)
+
+
+def test_options_from_config_merge_grid_shared_and_protocol(params):
+    from noise2average.simulate_dwi import options_from_config
+
+    diffusion = {
+        "voxel_size_mm": 5.0,
+        "slab_slices": 8,
+        "b0_threshold": 50.0,
+        "wm_fa": 0.6,
+        "dwi_appa": {"n_directions": 30, "n_b0": 3},
+        "dti_subsets": {"n_directions": 60, "n_subsets": 2},
+    }
+    grid, options = options_from_config(params, diffusion, "dwi_appa")
+    assert grid["voxel_size_mm"] == 5.0 and grid["slab_slices"] == 8
+    assert grid["noise"] == params["noise"]
+    assert options == {"wm_fa": 0.6, "n_directions": 30, "n_b0": 3}
+    _, options = options_from_config(params, diffusion, "dti_subsets")
+    assert options == {"wm_fa": 0.6, "n_directions": 60, "n_subsets": 2}
+    with pytest.raises(ValueError, match="data_type"):
+        options_from_config(params, diffusion, "t1w_rep")

@@ -3,8 +3,11 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
+from noise2average.dti_metrics import DTI_METRIC_NAMES
+from noise2average.metrics import METRIC_NAMES
 from noise2average.summary import (
     COLUMNS,
+    METRIC_ORDER,
     metrics_rows,
     order_methods,
     read_metrics,
@@ -161,3 +164,80 @@ def test_validate_metrics_drops_extra_columns_and_rejects_missing_labels():
     table.loc[0, "method"] = None
     with pytest.raises(ValueError, match="column 'method' has missing values"):
         validate_metrics(table)
+
+
+def _mixed_table():
+    """T1w (brain: psnr) and DWI (brain: psnr + DTI, wm: DTI only) rows, two subjects.
+
+    Metrics are listed out of order on purpose.
+    """
+    values = {
+        # (data_type, region, method, metric): (subject 01, subject 02)
+        ("t1w_rep", "brain", "noisy", "psnr"): (20.0, 22.0),
+        ("t1w_rep", "brain", "n2a", "psnr"): (30.0, 32.0),
+        ("dwi", "brain", "noisy", "v1_angle"): (20.0, 22.0),
+        ("dwi", "brain", "n2a", "v1_angle"): (10.0, 12.0),
+        ("dwi", "brain", "mppca", "v1_angle"): (11.0, 13.0),
+        ("dwi", "brain", "noisy", "md_mae"): (4.0e-05, 4.4e-05),
+        ("dwi", "brain", "n2a", "md_mae"): (2.0e-05, 2.2e-05),
+        ("dwi", "brain", "mppca", "md_mae"): (1.0e-05, 1.2e-05),
+        ("dwi", "brain", "noisy", "fa_mae"): (0.081, 0.083),
+        ("dwi", "brain", "n2a", "fa_mae"): (0.031, 0.033),
+        ("dwi", "brain", "mppca", "fa_mae"): (0.041, 0.043),
+        ("dwi", "brain", "noisy", "psnr"): (25.0, 27.0),
+        ("dwi", "brain", "n2a", "psnr"): (35.0, 37.0),  # mppca: no psnr
+        # mean 9.9996e-05 prints as 1.00e-04, so the sd (2.83e-06) gets no decimal
+        ("dwi", "wm", "noisy", "rd_mae"): (9.7996e-05, 10.1996e-05),
+        ("dwi", "wm", "n2a", "rd_mae"): (5.0e-05, 5.0e-05),
+        ("dwi", "wm", "noisy", "fa_mae"): (0.1, 0.1),
+        ("dwi", "wm", "n2a", "fa_mae"): (0.05, 0.07),
+    }
+    rows = [
+        ("synthetic", subject, data_type, method, "final", region, metric, value)
+        for (data_type, region, method, metric), pair in values.items()
+        for subject, value in zip(("01", "02"), pair)
+    ]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def test_metric_order_is_image_then_dti():
+    assert METRIC_ORDER == METRIC_NAMES + DTI_METRIC_NAMES
+
+
+def test_summarize_orders_dti_metrics_after_image_metrics():
+    summary = summarize(_mixed_table())
+    brain = summary.query("data_type == 'dwi' and region == 'brain' and method == 'n2a'")
+    assert list(brain["metric"]) == ["psnr", "fa_mae", "md_mae", "v1_angle"]
+    wm = summary.query("data_type == 'dwi' and region == 'wm' and method == 'n2a'")
+    assert list(wm["metric"]) == ["fa_mae", "rd_mae"]
+
+
+def test_summary_markdown_mixed_t1w_and_dwi():
+    text = summary_markdown(summarize(_mixed_table()))
+    sections = {
+        part.split("\n", 1)[0]: part.split("\n", 1)[1].strip().splitlines()
+        for part in text.split("### ")[1:]
+    }
+    # one table per data type and region; the T1w heading gets no region qualifier
+    assert list(sections) == ["dwi (region brain)", "dwi (region wm)", "t1w_rep"]
+    assert sections["t1w_rep"][0] == "| method | psnr |"
+
+    brain = sections["dwi (region brain)"]
+    assert brain[0] == "| method | psnr | fa_mae | md_mae | v1_angle |"
+    assert brain[1] == "|---|---:|---:|---:|---:|"
+    # fa_mae 4 decimals, md_mae 3 significant digits with the sd to the same precision,
+    # v1_angle 2 decimals; bold = lowest error among the denoisers (noisy does not compete);
+    # mppca has no psnr: blank cell
+    assert brain[2:] == [
+        "| noisy | 26.00 ± 1.41 | 0.0820 ± 0.0014 | 4.20e-05 ± 2.8e-06 | 21.00 ± 1.41 |",
+        "| n2a | **36.00 ± 1.41** | **0.0320 ± 0.0014** | 2.10e-05 ± 1.4e-06 "
+        "| **11.00 ± 1.41** |",
+        "| mppca |  | 0.0420 ± 0.0014 | **1.10e-05 ± 1.4e-06** | 12.00 ± 1.41 |",
+    ]
+
+    wm = sections["dwi (region wm)"]
+    assert wm[0] == "| method | fa_mae | rd_mae |"
+    assert wm[2:] == [
+        "| noisy | 0.1000 ± 0.0000 | 1.00e-04 ± 3e-06 |",
+        "| n2a | **0.0600 ± 0.0141** | **5.00e-05 ± 0.00e+00** |",
+    ]

@@ -23,15 +23,28 @@ def test_default_dry_run_builds_every_job(run_snakemake):
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
     subjects = len(config["subjects"]["evaluation"])
     training = len(config["subjects"]["training"])
-    data_types = len(config["data_types"])
-    methods = len(config["methods"])
-    assert counts["simulate_subject"] == (subjects + training) * data_types
-    assert counts["pretrain_network"] == data_types
-    assert counts["denoise_n2a"] == subjects * data_types
-    assert counts["denoise_network"] == 2 * subjects * data_types  # n2n and supervised
-    assert counts["denoise_filter"] == 2 * subjects * data_types  # bm4d and aonlm
-    assert counts["compute_metrics"] == (methods + 1) * subjects * data_types  # + noisy
-    assert counts["plot_image_panel"] == data_types
+    data_types = config["data_types"]
+    dwi = [t for t in data_types if t in ("dwi_appa", "dti_subsets")]
+    t1w = [t for t in data_types if t not in dwi]
+    assert dwi and t1w, "the default runs both T1w and diffusion data types"
+    methods = config["methods"]
+    dwi_only = [m for m in methods if m in ("mppca", "patch2self")]
+    assert counts["simulate_subject"] == (subjects + training) * len(t1w)
+    assert counts["simulate_dwi_subject"] == (subjects + training) * len(dwi)
+    assert counts["pretrain_network"] == len(data_types)
+    assert counts["denoise_n2a"] == subjects * len(data_types)
+    assert counts["denoise_network"] == 2 * subjects * len(data_types)  # n2n and supervised
+    # bm4d and aonlm everywhere; mppca and patch2self on diffusion series only.
+    assert counts["denoise_filter"] == subjects * (2 * len(data_types) + len(dwi_only) * len(dwi))
+    t1w_scored = len(methods) - len(dwi_only) + 1  # + noisy
+    dwi_scored = len(methods) + 1
+    assert counts["compute_metrics"] == t1w_scored * subjects * len(t1w)
+    assert counts["compute_dwi_metrics"] == dwi_scored * subjects * len(dwi)
+    # One tensor fit per result: every method, every N2A iteration beyond the last.
+    iterations = config["n2a"]["iterations"]
+    assert counts["fit_tensor"] == (dwi_scored + iterations - 1) * subjects * len(dwi)
+    assert counts["plot_image_panel"] == len(t1w)
+    assert counts["plot_dti_panel"] == len(dwi)
 
 
 @pytest.mark.parametrize("preset", ["paper.yaml", "test.yaml"])
@@ -74,28 +87,51 @@ def test_tiny_end_to_end_run(run_snakemake):
     metrics = pd.read_csv(results / "metrics.csv", dtype={"subject": str, "iteration": str})
 
     assert {"dataset", "subject", "data_type", "method", "iteration", "region", "metric", "value"} <= set(metrics.columns)
-    assert set(metrics["method"]) == {"noisy", "average", "n2a", "n2n", "supervised", "bm4d", "aonlm"}
-    assert set(metrics["data_type"]) == {"t1w_rep", "memprage"}
+    t1w_methods = {"noisy", "average", "n2a", "n2n", "supervised", "bm4d", "aonlm"}
+    dwi_methods = t1w_methods | {"mppca", "patch2self"}
+    methods_of = metrics.groupby("data_type")["method"].agg(set).to_dict()
+    assert methods_of == {"t1w_rep": t1w_methods, "memprage": t1w_methods,
+                          "dwi_appa": dwi_methods, "dti_subsets": dwi_methods}
     assert metrics["value"].notna().all()
     n2a_iterations = set(metrics.loc[metrics["method"] == "n2a", "iteration"])
     assert n2a_iterations == {"1", "2", "final"}
 
-    def mean_psnr(method):
-        rows = metrics.query("method == @method and metric == 'psnr' and region == 'brain' and iteration == 'final' and data_type == 't1w_rep'")
+    def mean_metric(method, data_type, metric="psnr", region="brain"):
+        rows = metrics.query("method == @method and metric == @metric and region == @region "
+                             "and iteration == 'final' and data_type == @data_type")
+        assert len(rows) == 2, (method, data_type, metric, region)
         return rows["value"].mean()
 
-    # Averaging two repetitions halves the noise variance: about +3 dB over one repetition.
-    assert mean_psnr("average") > mean_psnr("noisy") + 1.5
+    # Averaging two repetitions halves the noise variance: about +3 dB over one repetition,
+    # for volumes and diffusion series alike.
+    for data_type in ("t1w_rep", "dwi_appa", "dti_subsets"):
+        assert mean_metric("average", data_type) > mean_metric("noisy", data_type) + 1.5
     # BM4D on the average improves it. AONLM does not at this 4 mm test resolution (cortex
     # one or two voxels wide; it does at 2 mm, see README), so it only has to beat a single
     # repetition here; its denoising is tested on a phantom in test_aonlm.py.
-    assert mean_psnr("bm4d") > mean_psnr("average")
-    assert mean_psnr("aonlm") > mean_psnr("noisy")
+    assert mean_metric("bm4d", "t1w_rep") > mean_metric("average", "t1w_rep")
+    assert mean_metric("aonlm", "t1w_rep") > mean_metric("noisy", "t1w_rep")
+    # Less noise gives better tensors: white-matter FA error falls from one repetition to
+    # the average, and MP-PCA (many volumes) improves on the average's FA.
+    for data_type in ("dwi_appa", "dti_subsets"):
+        noisy_fa = mean_metric("noisy", data_type, "fa_mae", "wm")
+        assert mean_metric("average", data_type, "fa_mae", "wm") < noisy_fa
+        assert 0 < mean_metric("noisy", data_type, "v1_angle", "wm") < 90
+    assert mean_metric("mppca", "dwi_appa", "fa_mae", "wm") < mean_metric(
+        "average", "dwi_appa", "fa_mae", "wm")
+
+    # Diffusion outputs: the gradient table beside the series, tensor maps per result.
+    subject = results / "synthetic" / "sub-01"
+    bvals = (subject / "simulated" / "sub-01_dtype-dwi_appa_dwi.bval").read_text().split()
+    assert len(bvals) == 15 and bvals.count("0") == 3
+    for name in ("fa", "md", "ad", "rd", "v1", "colorfa"):
+        assert (subject / "dti" / f"sub-01_dtype-dti_subsets_method-n2a_iter-2_{name}.nii.gz").exists()
 
     summary = (results / "summary.md").read_text()
-    assert "t1w_rep" in summary and "memprage" in summary
-    for data_type in ("t1w_rep", "memprage"):
-        for kind in ("panel", "distributions", "iterations"):
+    assert "### dwi_appa (region wm)" in summary and "v1_angle" in summary
+    kinds = {"t1w_rep": "panel", "memprage": "panel", "dwi_appa": "dti", "dti_subsets": "dti"}
+    for data_type, image_kind in kinds.items():
+        for kind in (image_kind, "distributions", "iterations"):
             for ext in ("png", "pdf"):
                 assert (results / "figures" / f"synthetic_dtype-{data_type}_{kind}.{ext}").stat().st_size > 1000
 
@@ -107,4 +143,5 @@ def test_tiny_end_to_end_run(run_snakemake):
     run_snakemake("--report", "report.html", configfile=REPO / "config/test.yaml")
     report = (run_snakemake.workdir / "report.html").read_text()
     assert "synthetic_dtype-t1w_rep_panel.png" in report
+    assert "synthetic_dtype-dwi_appa_dti.png" in report
     assert "absolute error against the ground truth" in report

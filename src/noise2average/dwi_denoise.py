@@ -82,7 +82,8 @@ def denoise_volumes(dwi, denoiser, *, mask=None, num_workers=None):
     return _map_volumes(dwi, lambda m, volume: denoiser(volume), mask, workers)
 
 
-def bm4d_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_shift="warn"):
+def bm4d_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_shift="warn",
+             **options):
     """BM4D (through the Rician variance-stabilising transform) on each volume of a series.
 
     Each volume ``m`` is denoised with `noise2average.bm4d_rician.bm4d_rician` and the
@@ -107,6 +108,8 @@ def bm4d_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_sh
         Rician bias removal (about 13 % of the mean at an SNR of 2).
     on_mean_shift : {'warn', 'raise'}, optional
         What a larger change does: a `VolumeMeanWarning` or a ValueError.
+    **options
+        Further keyword arguments of `noise2average.bm4d_rician.bm4d_rician` (``profile``).
 
     Returns
     -------
@@ -117,17 +120,19 @@ def bm4d_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_sh
     return _per_volume(
         dwi, mask, num_workers, mean_tolerance, on_mean_shift,
         lambda volume, sigma, mask, threads: bm4d_rician(
-            volume, sigma, mask=mask, num_threads=threads
+            volume, sigma, mask=mask, num_threads=threads, **options
         ),
     )
 
 
-def aonlm_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_shift="warn"):
+def aonlm_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_shift="warn",
+              **options):
     """Adaptive optimised non-local means (AONLM) on each volume of a series.
 
     Each volume is denoised with `noise2average.aonlm.aonlm` (Rician mode, patch radii 1
-    and 2, search radius 3); the sigma of its wavelet mixing is the one
-    `noise2average.noise_estimate.estimate_sigma` finds in that volume over ``mask``.
+    and 2, search radius 3 unless ``options`` say otherwise); the sigma of its wavelet
+    mixing is the one `noise2average.noise_estimate.estimate_sigma` finds in that volume
+    over ``mask``.
 
     Parameters
     ----------
@@ -136,6 +141,8 @@ def aonlm_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_s
     mask, num_workers, mean_tolerance, on_mean_shift
         As in `bm4d_dwi` (AONLM filters only the mask's voxels; with one worker its numba
         kernels use all cores, otherwise one thread each).
+    **options
+        Further keyword arguments of `noise2average.aonlm.aonlm` (e.g. ``search_radius``).
 
     Returns
     -------
@@ -146,7 +153,7 @@ def aonlm_dwi(dwi, *, mask=None, num_workers=None, mean_tolerance=0.1, on_mean_s
     return _per_volume(
         dwi, mask, num_workers, mean_tolerance, on_mean_shift,
         lambda volume, sigma, mask, threads: aonlm(
-            volume, mask=mask, sigma=sigma, num_threads=threads
+            volume, mask=mask, sigma=sigma, num_threads=threads, **options
         ),
     )
 
@@ -259,11 +266,21 @@ def patch2self_dwi(
         ) from error
     from dipy.denoise.patch2self import patch2self
 
-    denoised = patch2self(
-        dwi, bvals, model=model, b0_threshold=b0_threshold, out_dtype=np.float64,
-        alpha=alpha, b0_denoising=b0_denoising, clip_negative_vals=clip_negative_vals,
-        shift_intensity=False, tmp_dir=tmp_dir, version=3,
-    )
+    try:
+        denoised = patch2self(
+            dwi, bvals, model=model, b0_threshold=b0_threshold, out_dtype=np.float64,
+            alpha=alpha, b0_denoising=b0_denoising, clip_negative_vals=clip_negative_vals,
+            shift_intensity=False, tmp_dir=tmp_dir, version=3,
+        )
+    except ValueError as error:
+        if "could not broadcast" not in str(error):
+            raise
+        # dipy 1.12.1's version 3 mis-sizes its output for some volume counts (14 of 8-38
+        # tried), independent of the b0 layout.
+        raise ValueError(
+            f"dipy's Patch2Self (version 3) failed on a series of {dwi.shape[3]} volumes "
+            f"({error}); this dipy release cannot denoise this volume count"
+        ) from error
     out = _finish(dwi, denoised, mask_b)
     check_volume_means(dwi, out, mask_b, tolerance=mean_tolerance, on_failure=on_mean_shift)
     return out

@@ -1,4 +1,4 @@
-"""Figures of the benchmark: image panels, metric distributions, N2A against iteration.
+"""Figures of the benchmark: image and DTI panels, metric distributions, N2A against iteration.
 
 Every plotting function builds and returns a :class:`matplotlib.figure.Figure` without
 pyplot (no global figure registry, no screen; works under any backend, e.g. Agg), and
@@ -21,12 +21,14 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from noise2average.dti_metrics import DTI_METRIC_NAMES
 from noise2average.metrics import METRIC_NAMES
 from noise2average.summary import FINAL, METHOD_ORDER, order_methods, validate_metrics
 
 __all__ = [
     "METRIC_LABELS",
     "plot_image_panel",
+    "plot_dti_panel",
     "plot_metric_distributions",
     "plot_iterations",
     "save_figure",
@@ -39,7 +41,15 @@ METRIC_LABELS = {
     "mae": "MAE (fraction of data range)",
     "nrmse": "NRMSE",
     "sharpness": "GM/WM boundary sharpness",
+    "fa_mae": "FA MAE",
+    "md_mae": "MD MAE (mm²/s)",
+    "ad_mae": "AD MAE (mm²/s)",
+    "rd_mae": "RD MAE (mm²/s)",
+    "v1_angle": "V1 angular error (°)",
 }
+
+#: Default display order of the metrics: image metrics, then DTI metrics.
+_METRIC_ORDER = tuple(METRIC_NAMES) + tuple(DTI_METRIC_NAMES)
 
 _REFERENCE_LABEL = "reference"
 
@@ -87,11 +97,19 @@ def _check_inset(inset, shape):
     return x0, x1, y0, y1
 
 
-def _show_slice(ax, data, *, inset, **imshow_kwargs):
-    """Show a 2D (X, Y) slice with its zoomed inset; return the AxesImage."""
-    image = ax.imshow(data.T, origin="lower", interpolation="nearest", **imshow_kwargs)
+def _show_axial(ax, data, **imshow_kwargs):
+    """Show an (X, Y) or (X, Y, 3) RGB slice in the module's convention; return the AxesImage."""
+    # imshow puts axis 0 vertically: swap so that X runs horizontally (RGB axis stays last)
+    image = ax.imshow(np.swapaxes(data, 0, 1), origin="lower", interpolation="nearest",
+                      **imshow_kwargs)
     ax.set_xticks([])
     ax.set_yticks([])
+    return image
+
+
+def _show_slice(ax, data, *, inset, **imshow_kwargs):
+    """Show a 2D (X, Y) slice with its zoomed inset; return the AxesImage."""
+    image = _show_axial(ax, data, **imshow_kwargs)
     x0, x1, y0, y1 = inset
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
                            edgecolor="gold", linewidth=1.0))
@@ -210,6 +228,137 @@ def plot_image_panel(images, reference, mask, *, title, slice_index=None, inset=
     return fig
 
 
+# --- DTI panel --------------------------------------------------------------------------
+
+#: Maps that :func:`plot_dti_panel` needs, with their dimensions beyond (X, Y, Z).
+_DTI_PANEL_MAPS = {"fa": (), "md": (), "color_fa": (3,)}
+
+#: Upper end of the colour scale of ``|FA - FA_ref|`` (dimensionless).
+_FA_ERROR_MAX = 0.3
+
+#: Upper end of the colour scale of ``|MD - MD_ref|``, in 10^-3 mm^2/s (brain MD ~ 0.7).
+_MD_ERROR_MAX = 0.3
+
+
+def _largest_slice(mask):
+    """Index of the axial slice (along Z) with the most mask voxels (the first if tied)."""
+    return int(np.argmax(mask.sum(axis=(0, 1))))
+
+
+def _check_dti_maps(maps, label, shape=None):
+    """float64 copies of the panel's maps of one method, validated; ``label`` names it."""
+    if not isinstance(maps, Mapping):
+        raise ValueError(f"maps of {label} must be a mapping of map name -> array, "
+                         f"got {type(maps).__name__}")
+    missing = [name for name in _DTI_PANEL_MAPS if name not in maps]
+    if missing:
+        raise ValueError(f"maps of {label} lack {missing}; need {list(_DTI_PANEL_MAPS)}")
+    checked = {}
+    for name, extra in _DTI_PANEL_MAPS.items():
+        values = np.asarray(maps[name], dtype=np.float64)
+        expected = None if shape is None else tuple(shape) + extra
+        if (values.ndim != 3 + len(extra) or values.shape[3:] != extra
+                or (expected is not None and values.shape != expected)):
+            want = expected if expected is not None else "(X, Y, Z" + ", 3" * len(extra) + ")"
+            raise ValueError(f"map {name!r} of {label} has shape {values.shape}, "
+                             f"expected {want}")
+        if shape is None:
+            shape = values.shape[:3]
+        # degenerate fits can leave NaN/inf; show them as 0 rather than hide the voxel
+        checked[name] = np.nan_to_num(values)
+    return checked
+
+
+def plot_dti_panel(maps, reference_maps, mask, *, title, slice_index=None):
+    """Axial colour-FA maps of several methods beside the reference, and their FA/MD errors.
+
+    Parameters
+    ----------
+    maps : mapping of str to mapping of str to ndarray
+        Method name -> tensor maps of :func:`noise2average.dti_metrics.fit_tensor`, in
+        display order. Each needs ``"fa"`` (X, Y, Z; dimensionless), ``"md"`` (X, Y, Z;
+        mm^2/s) and ``"color_fa"`` (X, Y, Z, 3); other keys are ignored.
+    reference_maps : mapping of str to ndarray
+        The same maps of the noise-free reference.
+    mask : ndarray of bool, shape (X, Y, Z)
+        Brain mask: picks the default slice; colour FA is black and errors are not shown
+        outside it.
+    title : str
+        Figure title (the slice index is appended).
+    slice_index : int, optional
+        Axial slice (index along Z). None: the slice with the most mask voxels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Columns: reference, then one per method. Row 1: colour FA (RGB clipped to [0, 1]).
+        Row 2: ``|FA - FA_ref|`` on a fixed 0-0.3 scale; row 3: ``|MD - MD_ref|`` in
+        10^-3 mm^2/s on a fixed 0-0.3 scale, each row with one colorbar; the reference cell
+        of both error rows is blank (axis off). Fixed scales make panels of different
+        subjects and data sets comparable. Axes: ``3 * (len(maps) + 1) + 2`` (2 colorbars).
+
+    Raises
+    ------
+    ValueError
+        If ``maps`` is empty, a map is missing or misshapen (the message names the method
+        and the map), the mask does not match the maps or is empty (in the slice), or
+        ``slice_index`` is out of range.
+    """
+    if not isinstance(maps, Mapping) or len(maps) == 0:
+        raise ValueError("maps must be a non-empty mapping of method name -> tensor maps")
+    reference = _check_dti_maps(reference_maps, "the reference")
+    shape = reference["fa"].shape
+    methods = {str(m): _check_dti_maps(v, f"method {str(m)!r}", shape)
+               for m, v in maps.items()}
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"mask shape {mask.shape} does not match the maps' shape {shape}")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("mask is empty")
+    if slice_index is None:
+        slice_index = _largest_slice(mask)
+    if not (isinstance(slice_index, (int, np.integer)) and 0 <= slice_index < shape[2]):
+        raise ValueError(f"slice_index must be an int in [0, {shape[2]}), got {slice_index!r}")
+    slice_index = int(slice_index)
+    mask_slice = mask[:, :, slice_index]
+    if not mask_slice.any():
+        raise ValueError(f"mask is empty in slice_index {slice_index}")
+
+    def colour_fa(m):
+        rgb = np.clip(m["color_fa"][:, :, slice_index], 0.0, 1.0)
+        return np.where(mask_slice[:, :, None], rgb, 0.0)
+
+    def error(m, name, scale):
+        diff = scale * np.abs(m[name][:, :, slice_index] - reference[name][:, :, slice_index])
+        return np.ma.masked_where(~mask_slice, diff)
+
+    n = len(methods)
+    fig = Figure(figsize=(2.4 * (n + 1) + 1.2, 7.4), layout="constrained")
+    grid = fig.add_gridspec(3, n + 1)
+    error_cmap = colormaps["inferno"].with_extremes(bad="black")  # outside the mask
+    # a list, not a dict: a method may itself be called "reference"
+    for column, (label, column_maps) in enumerate([(_REFERENCE_LABEL, reference),
+                                                   *methods.items()]):
+        ax = fig.add_subplot(grid[0, column])
+        _show_axial(ax, colour_fa(column_maps))
+        ax.set_title(label)
+    rows = (("fa", 1.0, _FA_ERROR_MAX, "|FA error|"),
+            # MD ~ 1e-3 mm^2/s: rescale so the colorbar ticks read 0.1, 0.2, ...
+            ("md", 1e3, _MD_ERROR_MAX, "|MD error| (10^-3 mm^2/s)"))
+    for row, (name, scale, vmax, label) in enumerate(rows, start=1):
+        fig.add_subplot(grid[row, 0]).set_axis_off()
+        axes = []
+        for column, method_maps in enumerate(methods.values(), start=1):
+            ax = fig.add_subplot(grid[row, column])
+            image = _show_axial(ax, error(method_maps, name, scale), cmap=error_cmap,
+                                vmin=0.0, vmax=vmax)
+            axes.append(ax)
+        fig.colorbar(image, ax=axes, shrink=0.9).set_label(label)
+    fig.suptitle(f"{title} (axial slice z = {slice_index})")
+    return fig
+
+
 # --- metrics tables ---------------------------------------------------------------------
 
 
@@ -242,6 +391,28 @@ def _select(metrics, *, data_type, dataset, region):
     return table
 
 
+def _metrics_to_show(present, metric_names, *, data_type, region):
+    """Metrics to plot: ``metric_names`` (in its order) that are present, or all present.
+
+    ``present`` are the metric names of the selected rows; None for ``metric_names`` shows
+    them all, image metrics then DTI metrics (then unknown ones, sorted).
+    """
+    available = order_methods(present, order=_METRIC_ORDER)
+    if metric_names is None:
+        return available
+    # a bare string would otherwise be read as a sequence of one-letter metric names
+    if isinstance(metric_names, str):
+        raise ValueError(f"metric_names must be a sequence of metric names, "
+                         f"got the string {metric_names!r}")
+    wanted = list(dict.fromkeys(str(m) for m in metric_names))
+    shown = [m for m in wanted if m in available]
+    if not shown:
+        where = f"data_type {data_type!r}" + ("" if region is None else f", region {region!r}")
+        raise ValueError(f"none of the metrics {wanted} is in the rows for {where}; "
+                         f"available: {available}")
+    return shown
+
+
 def _metric_grid(fig, metrics):
     """One axes per metric, up to 3 per row."""
     n = len(metrics)
@@ -257,7 +428,8 @@ def _figure_size(n_metrics, width_per_axes):
     return (width_per_axes * ncols + 0.5, 3.4 * nrows + 0.6)
 
 
-def plot_metric_distributions(metrics, *, data_type, dataset=None, region=None, seed=0):
+def plot_metric_distributions(metrics, *, data_type, dataset=None, region=None, seed=0,
+                              metric_names=None):
     """Per-subject metric values of every method: box plot plus jittered points.
 
     Parameters
@@ -272,13 +444,23 @@ def plot_metric_distributions(metrics, *, data_type, dataset=None, region=None, 
         only one.
     seed : int, optional
         Seed of the horizontal jitter of the points.
+    metric_names : sequence of str, optional
+        Metrics to show, in this order; those absent from the selected rows are skipped.
+        None: every metric of the rows, in :data:`~noise2average.metrics.METRIC_NAMES` then
+        :data:`~noise2average.dti_metrics.DTI_METRIC_NAMES` order.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axes per metric (in :data:`~noise2average.metrics.METRIC_NAMES` order, up to 3
-        per row), x tick labels = methods in the fixed order, one point per subject; a dotted
-        line at 1 for the sharpness (the truth).
+        One axes per metric (up to 3 per row), titled with the metric name, x tick labels =
+        methods in the fixed order, one point per subject; a dotted line at 1 for the
+        sharpness (the truth).
+
+    Raises
+    ------
+    ValueError
+        If the table is invalid, the selection is empty or ambiguous, or none of
+        ``metric_names`` is present (the message lists the available metrics).
     """
     table = _select(metrics, data_type=data_type, dataset=dataset, region=region)
     table = table[table["iteration"] == FINAL]
@@ -286,7 +468,8 @@ def plot_metric_distributions(metrics, *, data_type, dataset=None, region=None, 
         raise ValueError(f"no metrics rows with iteration {FINAL!r} for data_type {data_type!r}")
     rng = np.random.default_rng(seed)
     methods = order_methods(table["method"], order=METHOD_ORDER)
-    metric_names = order_methods(table["metric"], order=METRIC_NAMES)
+    metric_names = _metrics_to_show(table["metric"], metric_names, data_type=data_type,
+                                    region=region)
     fig = Figure(figsize=_figure_size(len(metric_names), max(3.2, 0.55 * len(methods) + 1)),
                  layout="constrained")
     axes = _metric_grid(fig, metric_names)
@@ -317,7 +500,8 @@ def plot_metric_distributions(metrics, *, data_type, dataset=None, region=None, 
     return fig
 
 
-def plot_iterations(metrics, *, data_type, dataset=None, region=None, method="n2a"):
+def plot_iterations(metrics, *, data_type, dataset=None, region=None, method="n2a",
+                    metric_names=None):
     """Metrics of N2A against its iteration, with the other methods as reference lines.
 
     Parameters
@@ -332,13 +516,25 @@ def plot_iterations(metrics, *, data_type, dataset=None, region=None, method="n2
         only one.
     method : str, optional
         The iterative method.
+    metric_names : sequence of str, optional
+        Metrics to show, in this order; those without per-iteration rows are skipped.
+        None: every metric of the iterative method, in
+        :data:`~noise2average.metrics.METRIC_NAMES` then
+        :data:`~noise2average.dti_metrics.DTI_METRIC_NAMES` order.
 
     Returns
     -------
     matplotlib.figure.Figure
         One axes per metric: the method's mean ± sd over subjects against the iteration
         number, and each other method's mean (final result) as a dashed horizontal line. One
-        figure legend names all lines.
+        figure legend names all lines. Axes are titled with the metric name.
+
+    Raises
+    ------
+    ValueError
+        If the table is invalid, the selection is empty or ambiguous, the method has no
+        integer-labelled iteration rows, or none of ``metric_names`` is present (the message
+        lists the available metrics).
     """
     table = _select(metrics, data_type=data_type, dataset=dataset, region=region)
     iterative = table[(table["method"] == method) & (table["iteration"] != FINAL)]
@@ -352,7 +548,8 @@ def plot_iterations(metrics, *, data_type, dataset=None, region=None, method="n2
                          f"{FINAL!r}, got {bad}")
     iterative = iterative.assign(number=iterative["iteration"].astype(int))
     others = table[(table["method"] != method) & (table["iteration"] == FINAL)]
-    metric_names = order_methods(iterative["metric"], order=METRIC_NAMES)
+    metric_names = _metrics_to_show(iterative["metric"], metric_names, data_type=data_type,
+                                    region=region)
     other_methods = order_methods(others["method"], order=METHOD_ORDER)
     iterations = sorted(iterative["number"].unique())
     colours = _method_colours(other_methods)

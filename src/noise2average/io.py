@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_nifti", "save_nifti", "write_json", "read_json"]
+__all__ = [
+    "load_nifti",
+    "save_nifti",
+    "write_json",
+    "read_json",
+    "save_gradients",
+    "load_gradients",
+]
 
 
 def load_nifti(path, *, ndim=None, dtype=np.float32):
@@ -148,3 +155,80 @@ def read_json(path):
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read JSON ({error})") from error
+
+
+def save_gradients(bval_path, bvec_path, bvals, bvecs):
+    """Write a gradient table as FSL text files, atomically.
+
+    Parameters
+    ----------
+    bval_path, bvec_path : str or Path
+        Destinations: one row of M b-values (s/mm^2); three rows (x, y, z) of M directions.
+    bvals : array-like, shape (M,)
+    bvecs : array-like, shape (M, 3)
+        Unit directions (zero rows for b=0 volumes) in the image's voxel-axis frame.
+    """
+    bvals = np.asarray(bvals, dtype=np.float64)
+    bvecs = np.asarray(bvecs, dtype=np.float64)
+    if bvals.ndim != 1 or bvecs.shape != (bvals.size, 3):
+        raise ValueError(
+            f"bvals {bvals.shape} and bvecs {bvecs.shape} must be (M,) and (M, 3)"
+        )
+    for path, rows in ((bval_path, bvals[None]), (bvec_path, bvecs.T)):
+        text = "\n".join(" ".join(f"{value:.10g}" for value in row) for row in rows)
+        tmp = _atomic_target(path)
+        try:
+            tmp.write_text(text + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def load_gradients(bval_path, bvec_path, *, n_volumes=None):
+    """Read an FSL gradient table and check it.
+
+    Parameters
+    ----------
+    bval_path, bvec_path : str or Path
+        FSL ``.bval`` (M b-values in s/mm^2, one row) and ``.bvec`` (3 rows of M components,
+        or M rows of 3) files.
+    n_volumes : int, optional
+        Volumes of the series the table belongs to; a different M raises.
+
+    Returns
+    -------
+    bvals : ndarray of float64, shape (M,)
+    bvecs : ndarray of float64, shape (M, 3)
+
+    Raises
+    ------
+    ValueError
+        Naming the file: unreadable numbers, negative or non-finite b-values, a bvec that
+        is neither 3 x M nor M x 3, counts that disagree, or nonzero directions that are
+        not unit vectors (within 1e-3).
+    """
+    def read(path):
+        try:
+            return np.loadtxt(path, dtype=np.float64, ndmin=2)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: cannot read a numeric gradient table ({error})") from None
+
+    bvals = read(bval_path).ravel()
+    if not np.isfinite(bvals).all() or (bvals < 0).any():
+        raise ValueError(f"{bval_path}: b-values must be finite and >= 0")
+    bvecs = read(bvec_path)
+    if bvecs.shape == (3, bvals.size):
+        bvecs = bvecs.T
+    elif bvecs.shape != (bvals.size, 3):
+        raise ValueError(
+            f"{bvec_path}: shape {bvecs.shape} does not match the {bvals.size} b-values of "
+            f"{bval_path} (expected 3 x {bvals.size})"
+        )
+    if n_volumes is not None and bvals.size != n_volumes:
+        raise ValueError(
+            f"{bval_path}: {bvals.size} b-values for a series of {n_volumes} volumes"
+        )
+    norms = np.linalg.norm(bvecs, axis=1)
+    if not np.allclose(norms[norms > 1e-6], 1.0, atol=1e-3):
+        raise ValueError(f"{bvec_path}: directions must be unit vectors (or zero for b=0)")
+    return bvals, bvecs

@@ -41,7 +41,19 @@ Grey/white boundary sharpness (dimensionless)
     gradient magnitude, which noise inflates). It is in absolute intensity units, so a global
     intensity scaling of the image scales it too. Closest to 1 is best.
 
-The direction of "better" for each metric is in :data:`METRIC_BETTER`.
+Series
+------
+:func:`series_metrics` compares diffusion series of shape ``(X, Y, Z, M)`` (``M`` volumes,
+b0s and DWIs) inside one 3D mask. The series is one image: ``L`` is the data range of the
+reference over the mask across all ``M`` volumes (the b0s usually set it), PSNR, MAE and
+NRMSE pool the ``M * n`` masked voxels (e.g. ``MSE`` is their mean squared error), and SSIM,
+whose windows are spatial, is the mean over volumes of the 3D SSIM above with that common
+``L``. A per-volume ``L`` would rate the dim high-b volumes on their own small range and
+make the numbers incomparable between volumes.
+
+The direction of "better" for each metric, the image metrics here and the DTI metrics of
+:mod:`noise2average.dti_metrics` (:data:`~noise2average.dti_metrics.DTI_METRIC_NAMES`), is
+in :data:`METRIC_BETTER`.
 """
 
 from __future__ import annotations
@@ -50,10 +62,12 @@ import numpy as np
 from scipy import ndimage
 
 from ._validation import check_shapes
+from .dti_metrics import DTI_METRIC_NAMES
 
 __all__ = [
     "METRIC_NAMES",
     "METRIC_BETTER",
+    "SERIES_METRIC_NAMES",
     "default_data_range",
     "psnr",
     "ssim",
@@ -61,18 +75,25 @@ __all__ = [
     "nrmse",
     "boundary_sharpness",
     "image_metrics",
+    "series_metrics",
 ]
 
 #: Metric names, in the order they are reported.
 METRIC_NAMES = ("psnr", "ssim", "mae", "nrmse", "sharpness")
 
-#: Which value of each metric is best: "higher", "lower" or "closest_to_1".
+#: Metric names of :func:`series_metrics`, in the order they are reported.
+SERIES_METRIC_NAMES = ("psnr", "ssim", "mae", "nrmse")
+
+#: Which value of each metric is best: "higher", "lower" or "closest_to_1"; the image
+#: metrics of :data:`METRIC_NAMES`, then the DTI map errors of
+#: :data:`~noise2average.dti_metrics.DTI_METRIC_NAMES` (all "lower").
 METRIC_BETTER = {
     "psnr": "higher",
     "ssim": "higher",
     "mae": "lower",
     "nrmse": "lower",
     "sharpness": "closest_to_1",
+    **{name: "lower" for name in DTI_METRIC_NAMES},
 }
 
 _K1 = 0.01
@@ -90,6 +111,17 @@ def _check_inputs(image, reference, mask):
     if reference.ndim != 3:
         raise ValueError(f"reference must be 3D (X, Y, Z), got shape {reference.shape}")
     check_shapes(reference, image=image, mask=mask)
+    mask = _as_bool_mask(mask)
+    image = image.astype(np.float64)
+    reference = reference.astype(np.float64)
+    for name, arr in (("image", image), ("reference", reference)):
+        if not np.all(np.isfinite(arr[mask])):
+            raise ValueError(f"{name} has non-finite values inside the mask")
+    return image, reference, mask
+
+
+def _as_bool_mask(mask):
+    """A bool (or 0/1) mask array as bool, with at least one True voxel."""
     if mask.dtype != bool:
         values = np.unique(mask)
         if not np.all(np.isin(values, (0, 1))):
@@ -100,12 +132,29 @@ def _check_inputs(image, reference, mask):
         mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("mask is empty: no voxel to compute a metric on")
-    image = image.astype(np.float64)
-    reference = reference.astype(np.float64)
-    for name, arr in (("image", image), ("reference", reference)):
-        if not np.all(np.isfinite(arr[mask])):
-            raise ValueError(f"{name} has non-finite values inside the mask")
-    return image, reference, mask
+    return mask
+
+
+def _check_series(image, reference, mask):
+    """Validate (X, Y, Z, M) image and reference and (X, Y, Z) mask; return arrays, bool mask.
+
+    The series are not converted to float64 as a whole (a full DWI series is large): only
+    their masked voxels and single volumes are, by the 3D metrics.
+    """
+    image = np.asarray(image)
+    reference = np.asarray(reference)
+    mask = np.asarray(mask)
+    if reference.ndim != 4:
+        raise ValueError(f"reference must be 4D (X, Y, Z, M), got shape {reference.shape}")
+    check_shapes(reference, image=image)
+    if reference.shape[3] == 0:
+        raise ValueError(f"reference has no volumes (shape {reference.shape})")
+    if mask.shape != reference.shape[:3]:
+        raise ValueError(
+            f"mask shape {mask.shape} does not match the first three axes (X, Y, Z) of "
+            f"reference shape {reference.shape}"
+        )
+    return image, reference, _as_bool_mask(mask)
 
 
 def _resolve_data_range(reference, mask, data_range):
@@ -418,4 +467,55 @@ def image_metrics(image, reference, mask, dseg, *, data_range=None, ssim_sigma=1
         "mae": mae(image, reference, mask, data_range=data_range),
         "nrmse": nrmse(image, reference, mask),
         "sharpness": boundary_sharpness(image, reference, dseg, sigma=sharpness_sigma),
+    }
+
+
+def series_metrics(image, reference, mask, *, data_range=None, ssim_sigma=1.5):
+    """Image metrics of a series of volumes (e.g. a DWI series) against the ground truth.
+
+    Parameters
+    ----------
+    image : ndarray, shape (X, Y, Z, M)
+        Series to evaluate, ``M`` volumes (b0s and DWIs), intensity units.
+    reference : ndarray, shape (X, Y, Z, M)
+        Ground-truth series, same units.
+    mask : ndarray of bool, shape (X, Y, Z)
+        Voxels to evaluate, the same in every volume.
+    data_range : float, optional
+        ``L`` shared by PSNR, SSIM and MAE. None: ``max - min`` of the reference inside the
+        mask across all volumes.
+    ssim_sigma : float, optional
+        SSIM Gaussian window, in voxels (within each volume).
+
+    Returns
+    -------
+    dict of str to float
+        Keys ``psnr`` (dB), ``mae`` (fraction of ``L``) and ``nrmse`` over the ``M * n``
+        masked voxels of the series pooled, and ``ssim``, the mean over volumes of the 3D
+        SSIM with the common ``L``; in the order of :data:`SERIES_METRIC_NAMES`.
+
+    Raises
+    ------
+    ValueError
+        If the series are not 4D of equal shape, the mask does not match their first three
+        axes or is empty, or any 3D metric rejects its input.
+    """
+    image, reference, mask = _check_series(image, reference, mask)
+    # The masked voxels of every volume as one (n, M, 1) block with a full mask: the 3D
+    # metrics of that block pool the series, and its data range is the series' data range.
+    pooled_image, pooled_reference, everywhere = _check_inputs(
+        image[mask][..., np.newaxis],
+        reference[mask][..., np.newaxis],
+        np.ones((np.count_nonzero(mask), reference.shape[3], 1), dtype=bool),
+    )
+    data_range = _resolve_data_range(pooled_reference, everywhere, data_range)
+    volume_ssims = [
+        ssim(image[..., k], reference[..., k], mask, data_range=data_range, sigma=ssim_sigma)
+        for k in range(reference.shape[3])
+    ]
+    return {
+        "psnr": psnr(pooled_image, pooled_reference, everywhere, data_range=data_range),
+        "ssim": float(np.mean(volume_ssims)),
+        "mae": mae(pooled_image, pooled_reference, everywhere, data_range=data_range),
+        "nrmse": nrmse(pooled_image, pooled_reference, everywhere),
     }

@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_DIFFUSION",
     "DwiSubject",
     "simulate_dwi_subject",
+    "options_from_config",
 ]
 
 #: Data types and their random stream (0 is the anatomy; 1 and 2 are used by `simulate`).
@@ -229,6 +230,41 @@ def _maps(tensors):
 # ---------------------------------------------------------------------------------------------
 # Simulation
 # ---------------------------------------------------------------------------------------------
+
+
+#: Keys of the workflow's ``diffusion`` section that set the diffusion grid.
+_GRID_KEYS = ("voxel_size_mm", "slab_slices")
+#: Keys of the workflow's ``diffusion`` section read by the analysis, not the simulation.
+_ANALYSIS_KEYS = ("b0_threshold",)
+
+
+def options_from_config(simulation, diffusion, data_type):
+    """Arguments of `simulate_dwi_subject` from the workflow config.
+
+    Parameters
+    ----------
+    simulation : dict
+        The config's ``simulation`` section (anatomy, noise).
+    diffusion : dict
+        The config's ``diffusion`` section: the diffusion grid (``voxel_size_mm``,
+        ``slab_slices``), options shared by the diffusion data types, and one sub-dict per
+        data type (``dwi_appa``, ``dti_subsets``) with its protocol.
+    data_type : {'dwi_appa', 'dti_subsets'}
+
+    Returns
+    -------
+    params : dict
+        ``simulation`` with the diffusion grid in place of the T1w grid.
+    options : dict
+        The flat ``diffusion`` argument: shared options plus this data type's protocol.
+    """
+    if data_type not in DWI_DATA_TYPES:
+        raise ValueError(f"data_type={data_type!r} must be one of {sorted(DWI_DATA_TYPES)}")
+    params = {**simulation, **{k: diffusion[k] for k in _GRID_KEYS if k in diffusion}}
+    skipped = set(_GRID_KEYS) | set(_ANALYSIS_KEYS) | set(DWI_DATA_TYPES)
+    options = {k: v for k, v in diffusion.items() if k not in skipped}
+    options.update(diffusion.get(data_type, {}))
+    return params, options
 
 
 def simulate_dwi_subject(data_type, *, seed, params, diffusion=None):

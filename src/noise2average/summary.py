@@ -17,7 +17,10 @@ The tidy metrics table has one row per value and the columns of :data:`COLUMNS`:
 ``region``
     Name of the mask the metric was computed in (e.g. ``brain``).
 ``metric``
-    ``psnr``, ``ssim``, ``mae``, ``nrmse``, ``sharpness`` (see :mod:`noise2average.metrics`).
+    ``psnr``, ``ssim``, ``mae``, ``nrmse``, ``sharpness`` (see :mod:`noise2average.metrics`)
+    and, for diffusion data, ``fa_mae``, ``md_mae``, ``ad_mae``, ``rd_mae``, ``v1_angle``
+    (see :mod:`noise2average.dti_metrics`). A DWI data type typically has region ``brain``
+    rows with image and DTI metrics and region ``wm`` rows with DTI metrics only.
 ``value``
     The metric value, float.
 """
@@ -30,12 +33,14 @@ from os import PathLike
 import numpy as np
 import pandas as pd
 
+from noise2average.dti_metrics import DTI_METRIC_NAMES
 from noise2average.metrics import METRIC_BETTER, METRIC_NAMES
 
 __all__ = [
     "COLUMNS",
     "GROUP_COLUMNS",
     "METHOD_ORDER",
+    "METRIC_ORDER",
     "FINAL",
     "validate_metrics",
     "metrics_rows",
@@ -52,12 +57,29 @@ COLUMNS = ("dataset", "subject", "data_type", "method", "iteration", "region", "
 GROUP_COLUMNS = ("dataset", "data_type", "method", "iteration", "region", "metric")
 #: Display order of the methods; methods not listed come after them, sorted by name.
 METHOD_ORDER = ("noisy", "average", "n2a", "n2n", "bm4d", "aonlm", "supervised")
+#: Display order of the metrics: image metrics, then DTI metrics; others follow, sorted.
+METRIC_ORDER = (*METRIC_NAMES, *DTI_METRIC_NAMES)
 #: Iteration label of every method's final result.
 FINAL = "final"
 
 _KEY_COLUMNS = COLUMNS[:-1]
 _STRING_COLUMNS = COLUMNS[:-1]
-_DIGITS = {"psnr": 2, "ssim": 4, "mae": 4, "nrmse": 4, "sharpness": 3}
+# Format spec of each metric's mean in Markdown tables ("e": scientific notation, for the
+# diffusivity MAEs of ~1e-5 mm^2/s that fixed decimals would show as 0.0000); other
+# metrics get _DEFAULT_FORMAT.
+_FORMATS = {
+    "psnr": ".2f",
+    "ssim": ".4f",
+    "mae": ".4f",
+    "nrmse": ".4f",
+    "sharpness": ".3f",
+    "fa_mae": ".4f",
+    "md_mae": ".2e",
+    "ad_mae": ".2e",
+    "rd_mae": ".2e",
+    "v1_angle": ".2f",
+}
+_DEFAULT_FORMAT = ".4g"
 
 
 def validate_metrics(metrics, *, source="metrics table"):
@@ -208,7 +230,7 @@ def _sort_key(column):
     if column.name == "method":
         order = order_methods(column)
     elif column.name == "metric":
-        order = order_methods(column, order=METRIC_NAMES)
+        order = order_methods(column, order=METRIC_ORDER)
     elif column.name == "iteration":
         order = _iteration_order(column)
     else:
@@ -233,7 +255,7 @@ def summarize(metrics, *, iteration=FINAL):
         One row per (dataset, data_type, method, iteration, region, metric) with columns
         ``mean``, ``sd`` (sample standard deviation, ddof = 1; NaN when n = 1) and ``n``
         (number of subjects), rows sorted with methods in :data:`METHOD_ORDER` and metrics in
-        :data:`~noise2average.metrics.METRIC_NAMES` order.
+        :data:`METRIC_ORDER` (image metrics, then DTI metrics).
 
     Raises
     ------
@@ -257,12 +279,34 @@ def summarize(metrics, *, iteration=FINAL):
     return summary.reset_index(drop=True)
 
 
-def _format(value, digits):
+def _format(value, spec):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    return f"{value:.{digits}f}" if digits is not None else f"{value:.4g}"
+    return f"{value:{spec}}"
+
+
+def _sd_format(mean, sd, spec):
+    """Format spec of the sd: the mean's, or in scientific notation its absolute precision.
+
+    Fixed decimals already give mean and sd the same last decimal place; with ``"e"`` the sd
+    gets as many digits as reach the mean's last digit (at least one): 4.21e-05 ± 3.1e-06.
+    """
+    if not spec.endswith("e") or not (math.isfinite(mean) and mean != 0):
+        return spec
+    if not (math.isfinite(sd) and sd > 0):
+        return spec
+    mean_digits = int(spec[1:-1])
+    # The exponent after rounding: 9.996e-05 prints as 1.00e-04.
+    last_place = int(f"{mean:{spec}}".split("e")[1]) - mean_digits
+    return f".{max(math.floor(math.log10(sd)) - last_place, 0)}e"
+
+
+def _format_cell(mean, sd, metric):
+    """``mean ± sd`` of one metric in its display format."""
+    spec = _FORMATS.get(metric, _DEFAULT_FORMAT)
+    return f"{_format(mean, spec)} ± {_format(sd, _sd_format(mean, sd, spec))}"
 
 
 def _best_methods(means, better):
@@ -281,7 +325,7 @@ def _best_methods(means, better):
     return set(score.index[score == score.max()])
 
 
-def summary_markdown(summary, *, method_order=METHOD_ORDER, metric_order=METRIC_NAMES,
+def summary_markdown(summary, *, method_order=METHOD_ORDER, metric_order=METRIC_ORDER,
                      exclude_from_best=("noisy",)):
     """Markdown tables of a summary, one per data type.
 
@@ -300,11 +344,15 @@ def summary_markdown(summary, *, method_order=METHOD_ORDER, metric_order=METRIC_
     Returns
     -------
     str
-        For each data type (and, where the summary holds several, dataset, region and
-        iteration) a ``###`` heading and a table: rows = methods, columns = metrics, cells
-        ``mean ± sd`` (``n/a`` for the sd of a single subject). The best mean per metric is
-        bold: highest for psnr and ssim, lowest for mae and nrmse, closest to 1 for sharpness
-        (see :data:`~noise2average.metrics.METRIC_BETTER`); unknown metrics get no bold.
+        For each data type (and, where that data type's rows hold several, dataset, region
+        and iteration) a ``###`` heading and a table: rows = methods, columns = the metrics of
+        those rows, cells ``mean ± sd`` (``n/a`` for the sd of a single subject; empty where a
+        method lacks the metric). Fixed decimals per metric, except the diffusivity MAEs
+        (``md_mae``, ``ad_mae``, ``rd_mae``, mm^2/s) in scientific notation with 3
+        significant digits; the sd is shown to the precision of the mean. The best mean per
+        metric is bold: highest for psnr and ssim, lowest for mae, nrmse and the DTI metrics,
+        closest to 1 for sharpness (see :data:`~noise2average.metrics.METRIC_BETTER`);
+        unknown metrics get no bold.
     """
     required = (*GROUP_COLUMNS, "mean", "sd", "n")
     if not isinstance(summary, pd.DataFrame):
@@ -318,11 +366,12 @@ def summary_markdown(summary, *, method_order=METHOD_ORDER, metric_order=METRIC_
     for column in GROUP_COLUMNS:
         summary[column] = summary[column].astype(str)
 
-    qualifiers = [c for c in ("dataset", "region", "iteration") if summary[c].nunique() > 1]
     data_types = list(dict.fromkeys(summary["data_type"]))
     sections = []
     for data_type in data_types:
         part = summary[summary["data_type"] == data_type]
+        # Per data type, so that a DWI "wm" region does not add "(region brain)" to T1w.
+        qualifiers = [c for c in ("dataset", "region", "iteration") if part[c].nunique() > 1]
         if qualifiers:
             groups = part.groupby(qualifiers, sort=True)
         else:
@@ -365,9 +414,7 @@ def _markdown_table(block, method_order, metric_order, exclude_from_best):
             if pd.isna(m):
                 cells.append("")
                 continue
-            digits = _DIGITS.get(metric)
-            s = sd.at[method, metric]
-            cell = f"{_format(float(m), digits)} ± {_format(float(s), digits)}"
+            cell = _format_cell(float(m), float(sd.at[method, metric]), metric)
             if method in best[metric]:
                 cell = f"**{cell}**"
             cells.append(cell)

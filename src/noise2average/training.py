@@ -324,6 +324,16 @@ def _evaluate(network, tensors, indices, settings, device):
     return total / voxels
 
 
+def _identity_loss(tensors, indices):
+    """Validation loss of predicting a zero residual: what training must get below."""
+    if not len(indices):
+        return None
+    _, r_all, w_all = tensors
+    index = torch.as_tensor(indices, device=r_all.device)
+    residual, weight = r_all[index], w_all[index]
+    return float(_masked_sse(torch.zeros_like(residual), residual, weight)) / residual.numel()
+
+
 def _cpu_state(network):
     return {key: value.detach().to("cpu", copy=True) for key, value in
             network.state_dict().items()}
@@ -363,7 +373,9 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
         network is left holding these weights, in eval mode.
     history : list of dict
         One dict per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss`` (None without
-        validation) and ``seconds``. Losses are mean squared residual errors per block voxel
+        validation), ``identity_val_loss`` (the validation loss of a zero residual, i.e. of
+        returning the input unchanged: a ``val_loss`` not below it means the network learned
+        nothing; None without validation) and ``seconds``. Losses are mean squared residual errors per block voxel
         with voxels outside the mask weighted zero (the start code's weighted MSE), in
         normalised units squared.
 
@@ -390,6 +402,9 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
         _emit(log, f"fit_residual: {n_blocks} blocks of {settings.block_size}^3 "
                    f"({len(train_idx)} training, {len(val_idx)} validation, x{copies} with "
                    f"flips) on {device}, {settings.epochs} epochs")
+        identity_loss = _identity_loss(tensors, val_idx)
+        if identity_loss is not None:
+            _emit(log, f"validation loss of the identity (zero residual): {identity_loss:.6g}")
         generator = torch.Generator().manual_seed(int(settings.seed))
         optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate,
                                      betas=(0.9, 0.999))
@@ -422,7 +437,7 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
                 best_loss, best_state = score, _cpu_state(network)
             seconds = time.perf_counter() - start_time
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                            "seconds": seconds})
+                            "identity_val_loss": identity_loss, "seconds": seconds})
             val_text = f"{val_loss:.6g}" if val_loss is not None else "n/a"
             _emit(log, f"epoch {epoch}/{settings.epochs}: train_loss {train_loss:.6g}, "
                        f"val_loss {val_text}, {seconds:.1f} s")

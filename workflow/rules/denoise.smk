@@ -1,13 +1,13 @@
 rule average_repetitions:
     input:
-        noisy=subject_file("noisy"),
-        mask=subject_file("mask"),
+        unpack(filter_inputs),
     output:
         image=denoised_file("average"),
         sidecar=denoised_file("average", ext=".json"),
     params:
         method="average",
         options={},
+        b0_threshold=config["diffusion"]["b0_threshold"],
     log:
         log_file("average_repetitions", "sub-{subject}", "dtype-{data_type}"),
     threads: 1
@@ -21,19 +21,20 @@ rule average_repetitions:
 
 
 # Classical filters denoise the average of the repetitions, with the noise level estimated
-# on that average (never from the ground truth).
+# on that average (never from the ground truth); diffusion series volume by volume for BM4D
+# and AONLM, jointly for MP-PCA and Patch2Self.
 rule denoise_filter:
     input:
-        noisy=subject_file("noisy"),
-        mask=subject_file("mask"),
+        unpack(filter_inputs),
     output:
         image=denoised_file("{method}"),
         sidecar=denoised_file("{method}", ext=".json"),
     wildcard_constraints:
-        method="bm4d|aonlm",
+        method="bm4d|aonlm|mppca|patch2self",
     params:
         method="{method}",
         options=lambda wildcards: config[wildcards.method],
+        b0_threshold=config["diffusion"]["b0_threshold"],
     log:
         log_file("denoise_filter", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
     threads: config["resources"]["filter_threads"]
@@ -58,7 +59,7 @@ rule denoise_n2a:
     params:
         method="n2a",
         training=config["training"],
-        network=config["network"],
+        network=lambda wildcards: network_config(wildcards.data_type),
         iterations=config["n2a"]["iterations"],
         seed=config["seed"],
     log:
@@ -87,7 +88,7 @@ rule denoise_network:
     params:
         method="{method}",
         training=config["training"],
-        network=config["network"],
+        network=lambda wildcards: network_config(wildcards.data_type),
         seed=config["seed"],
     log:
         log_file("denoise_network", "sub-{subject}", "dtype-{data_type}", "method-{method}"),

@@ -9,11 +9,41 @@ rule plot_image_panel:
             subcategory="{data_type}",
         ),
         pdf=figure_file("panel", "pdf"),
+    wildcard_constraints:
+        data_type=one_of(T1W_TYPES),
     params:
-        methods=SCORED_METHODS,
+        methods=lambda wildcards: scored_methods(wildcards.data_type),
         subject=EVALUATION_SUBJECTS[0],
     log:
         log_file("plot_image_panel", "dtype-{data_type}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/plot_image_panel.py"
+
+
+rule plot_dti_panel:
+    input:
+        unpack(dti_panel_maps),
+    output:
+        png=report(
+            figure_file("dti", "png"),
+            caption="../report/dti.rst",
+            category="Images",
+            subcategory="{data_type}",
+        ),
+        pdf=figure_file("dti", "pdf"),
+    wildcard_constraints:
+        data_type=one_of(DWI_TYPES),
+    params:
+        methods=lambda wildcards: scored_methods(wildcards.data_type),
+        subject=EVALUATION_SUBJECTS[0],
+    log:
+        log_file("plot_dti_panel", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -35,6 +65,8 @@ rule plot_metric_distributions:
             subcategory="{data_type}",
         ),
         pdf=figure_file("distributions", "pdf"),
+    params:
+        selection=lambda wildcards: metric_selection(wildcards.data_type),
     log:
         log_file("plot_metric_distributions", "dtype-{data_type}"),
     threads: 1
@@ -58,6 +90,8 @@ rule plot_iterations:
             subcategory="{data_type}",
         ),
         pdf=figure_file("iterations", "pdf"),
+    params:
+        selection=lambda wildcards: metric_selection(wildcards.data_type),
     log:
         log_file("plot_iterations", "dtype-{data_type}"),
     threads: 1

@@ -6,6 +6,8 @@ rule compute_metrics:
         dseg=subject_file("dseg"),
     output:
         table=metrics_table(),
+    wildcard_constraints:
+        data_type=one_of(T1W_TYPES),
     params:
         dataset=DATASET,
     log:
@@ -20,14 +22,34 @@ rule compute_metrics:
         "../scripts/compute_metrics.py"
 
 
+# Image metrics over all volumes of the series, and the tensor maps' errors in the brain and
+# in white matter (reference FA > 0.2), for every N2A iteration.
+rule compute_dwi_metrics:
+    input:
+        unpack(dwi_metric_inputs),
+    output:
+        table=metrics_table(),
+    wildcard_constraints:
+        data_type=one_of(DWI_TYPES),
+    params:
+        dataset=DATASET,
+        results=lambda wildcards: method_results(wildcards.method),
+        map_names=DTI_MAPS,
+    log:
+        log_file("compute_dwi_metrics", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/compute_dwi_metrics.py"
+
+
 rule aggregate_metrics:
     input:
-        tables=expand(
-            metrics_table(),
-            subject=EVALUATION_SUBJECTS,
-            data_type=DATA_TYPES,
-            method=SCORED_METHODS,
-        ),
+        tables=metric_tables(),
     output:
         metrics=f"{RESULTS}/metrics.csv",
         summary=report(

@@ -5,7 +5,7 @@ rule pretrain_network:
         model=pretrained_model(),
         history=pretrained_model().replace(".pt", "_history.json"),
     params:
-        network=config["network"],
+        network=lambda wildcards: network_config(wildcards.data_type),
         training=config["training"],
         stage="pretrain",
         seed=config["seed"],

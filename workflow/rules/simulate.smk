@@ -5,6 +5,8 @@ rule simulate_subject:
         dseg=subject_file("dseg"),
         noisy=subject_file("noisy"),
         sidecar=subject_file("noisy", ext=".json"),
+    wildcard_constraints:
+        data_type=one_of(T1W_TYPES),
     params:
         simulation=config["simulation"],
         seed=config["seed"],
@@ -13,6 +15,37 @@ rule simulate_subject:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../scripts/simulate_subject.py"
+
+
+# The repetitions of a diffusion subject are one 5D series (X, Y, Z, volume, repetition) on
+# one gradient table; the ground-truth tensor maps are written beside the noise-free series.
+rule simulate_dwi_subject:
+    output:
+        truth=subject_file("truth"),
+        mask=subject_file("mask"),
+        dseg=subject_file("dseg"),
+        noisy=subject_file("noisy"),
+        sidecar=subject_file("noisy", ext=".json"),
+        bval=gradient_file(".bval"),
+        bvec=gradient_file(".bvec"),
+        maps=[reference_map(name) for name in DTI_MAPS],
+    wildcard_constraints:
+        data_type=one_of(DWI_TYPES),
+    params:
+        simulation=config["simulation"],
+        diffusion=config["diffusion"],
+        map_names=DTI_MAPS,
+        seed=config["seed"],
+    log:
+        log_file("simulate_dwi_subject", "sub-{subject}", "dtype-{data_type}"),
+    threads: 1
+    resources:
+        mem_mb=4000,
         runtime=10,
     conda:
         "../../envs/simulate.yaml"

@@ -17,7 +17,7 @@ from noise2average.training import (
 
 method = snakemake.params.method
 wildcards = snakemake.wildcards
-repetitions, affine, header = load_nifti(snakemake.input.noisy, ndim=4)
+repetitions, affine, header = load_nifti(snakemake.input.noisy, ndim=(4, 5))
 mask = load_nifti(snakemake.input.mask, ndim=3)[0] > 0
 checkpoint = load_checkpoint(snakemake.input.model)
 network = build_network(checkpoint["network_config"])
@@ -39,7 +39,7 @@ elif method == "n2n":
     image, history = noise2noise(repetitions, mask, **common)
     images, outputs = [image], [snakemake.output.image]
 else:
-    reference = load_nifti(snakemake.input.reference, ndim=3)[0]
+    reference = load_nifti(snakemake.input.reference, ndim=(3, 4))[0]
     image, history = supervised(repetitions, mask, reference, **common)
     images, outputs = [image], [snakemake.output.image]
 

@@ -1,23 +1,40 @@
-"""Image panel of one subject: every method beside the truth, zoomed inset, error maps."""
+"""Image panel of the first evaluation subject: every method beside the truth.
+
+T1w: the images with zoomed insets and error maps. Diffusion: colour FA, and the FA and MD
+errors of each method's tensor fit.
+"""
 
 from noise2average.runtime import configure_logging
 
 log = configure_logging(snakemake.log[0])
 
-from noise2average.figures import plot_image_panel, save_figure
+from noise2average.figures import plot_dti_panel, plot_image_panel, save_figure
 from noise2average.io import load_nifti
 
-images = {}
-for method in snakemake.params.methods:
-    image = load_nifti(snakemake.input[method], ndim=(3, 4))[0]
-    images[method] = image[..., 0] if image.ndim == 4 else image
-truth = load_nifti(snakemake.input.truth, ndim=3)[0]
-mask = load_nifti(snakemake.input.mask, ndim=3)[0] > 0
+inputs = snakemake.input
+methods = snakemake.params.methods
+mask = load_nifti(inputs.mask, ndim=3)[0] > 0
+title = f"sub-{snakemake.params.subject} {snakemake.wildcards.data_type}"
 
-figure = plot_image_panel(
-    images,
-    truth,
-    mask,
-    title=f"sub-{snakemake.params.subject} {snakemake.wildcards.data_type}",
-)
+
+def read(path):
+    return load_nifti(path, ndim=(3, 4))[0]
+
+
+if snakemake.rule == "plot_dti_panel":
+    names = {"fa": "fa", "md": "md", "color_fa": "colorfa"}
+
+    def tensor_maps(owner):
+        return {key: read(inputs[f"{owner}_{name}"]) for key, name in names.items()}
+
+    figure = plot_dti_panel(
+        {method: tensor_maps(method) for method in methods}, tensor_maps("truth"), mask,
+        title=title,
+    )
+else:
+    images = {}
+    for method in methods:
+        image = load_nifti(inputs[method], ndim=(3, 4))[0]
+        images[method] = image[..., 0] if image.ndim == 4 else image
+    figure = plot_image_panel(images, read(inputs.truth), mask, title=title)
 save_figure(figure, snakemake.output.png, snakemake.output.pdf)

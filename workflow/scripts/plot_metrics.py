@@ -13,5 +13,7 @@ plotters = {
     "plot_iterations": plot_iterations,
 }
 metrics = pd.read_csv(snakemake.input.metrics, dtype={"subject": str, "iteration": str})
-figure = plotters[snakemake.rule](metrics, data_type=snakemake.wildcards.data_type)
+figure = plotters[snakemake.rule](
+    metrics, data_type=snakemake.wildcards.data_type, **snakemake.params.selection
+)
 save_figure(figure, snakemake.output.png, snakemake.output.pdf)

@@ -11,8 +11,16 @@ from noise2average.io import load_nifti, write_json
 from noise2average.training import build_network, pretrain, save_checkpoint, settings_from_config
 
 data_type = snakemake.wildcards.data_type
-noisy = [load_nifti(path, ndim=4)[0] for path in snakemake.input.noisy]
-references = [load_nifti(path, ndim=3)[0] for path in snakemake.input.truth]
+# T1w: (X, Y, Z, repetition); diffusion: (X, Y, Z, volume, repetition), volumes as channels.
+noisy = [load_nifti(path, ndim=(4, 5))[0] for path in snakemake.input.noisy]
+references = [load_nifti(path, ndim=(3, 4))[0] for path in snakemake.input.truth]
+channels = {1 if series.ndim == 4 else series.shape[3] for series in noisy}
+if len(channels) != 1:
+    raise ValueError(
+        f"training series of {data_type} have different volume counts {sorted(channels)}: "
+        f"{list(snakemake.input.noisy)}"
+    )
+channels = channels.pop()
 masks = [load_nifti(path, ndim=3)[0] > 0 for path in snakemake.input.mask]
 
 network_config = snakemake.params.network
@@ -20,8 +28,9 @@ seed = derive_seed(snakemake.params.seed, "pretrain", data_type)
 settings = settings_from_config(
     snakemake.params.training, network_config, stage="pretrain", seed=seed
 )
+architecture = {key: network_config[key] for key in ("depth", "width", "batch_norm")}
 network = build_network(
-    {"depth": network_config["depth"], "width": network_config["width"]}, seed=seed
+    {"in_channels": channels, "out_channels": channels, **architecture}, seed=seed
 )
 log.info("pretraining %s on %d subjects: %s", data_type, len(noisy), settings)
 state, history = pretrain(noisy, references, masks, network=network, settings=settings)

@@ -1,0 +1,54 @@
+"""Score one method's diffusion result(s) for one subject: the series and its tensor maps."""
+
+from noise2average.runtime import configure_logging
+
+log = configure_logging(snakemake.log[0])
+
+import pandas as pd
+
+from noise2average.dti_metrics import dti_metrics, white_matter_mask
+from noise2average.io import load_nifti
+from noise2average.metrics import series_metrics
+from noise2average.summary import FINAL, metrics_rows
+
+wildcards = snakemake.wildcards
+names = snakemake.params.map_names
+results = snakemake.params.results
+
+
+def read_maps(paths):
+    return {name: load_nifti(path, ndim=(3, 4))[0] for name, path in zip(names, paths, strict=True)}
+
+
+truth = load_nifti(snakemake.input.truth, ndim=4)[0]
+mask = load_nifti(snakemake.input.mask, ndim=3)[0] > 0
+reference = read_maps(snakemake.input.reference)
+regions = {"brain": mask, "wm": white_matter_mask(reference["fa"], mask)}
+if wildcards.method == "noisy":
+    # The first repetition: the reference frame of the others, untouched by correction.
+    series = [load_nifti(snakemake.input.images, ndim=5)[0][..., 0]]
+else:
+    images = snakemake.input.images
+    series = [load_nifti(path, ndim=4)[0] for path in ([images] if isinstance(images, str) else images)]
+maps = snakemake.input.maps
+per_result = len(names)
+
+labels = {"dataset": snakemake.params.dataset, "subject": wildcards.subject,
+          "data_type": wildcards.data_type, "method": wildcards.method}
+tables = []
+for index, image in enumerate(series):
+    # N2A reports every iteration, and its last one again as the final result.
+    iterations = [str(index + 1)] if len(series) > 1 else []
+    if index == len(series) - 1:
+        iterations.append(FINAL)
+    fitted = read_maps(maps[index * per_result:(index + 1) * per_result])
+    dti_rows = pd.DataFrame(dti_metrics(fitted, reference, regions))
+    for iteration in iterations:
+        tables.append(metrics_rows(series_metrics(image, truth, mask), iteration=iteration,
+                                   region="brain", **labels))
+        for region, rows in dti_rows.groupby("region", sort=False):
+            tables.append(metrics_rows(dict(zip(rows["metric"], rows["value"])),
+                                       iteration=iteration, region=region, **labels))
+table = pd.concat(tables, ignore_index=True)
+table.to_csv(snakemake.output.table, index=False)
+log.info("%d metric rows for %s results %s", len(table), wildcards.method, results)
