@@ -34,15 +34,17 @@ def test_default_dry_run_builds_every_job(run_snakemake):
     assert counts["pretrain_network"] == len(data_types)
     assert counts["denoise_n2a"] == subjects * len(data_types)
     assert counts["denoise_network"] == 2 * subjects * len(data_types)  # n2n and supervised
-    # bm4d and aonlm everywhere; mppca and patch2self on diffusion series only.
-    assert counts["denoise_filter"] == subjects * (2 * len(data_types) + len(dwi_only) * len(dwi))
-    t1w_scored = len(methods) - len(dwi_only) + 1  # + noisy
-    dwi_scored = len(methods) + 1
+    # bm4d and aonlm everywhere; mppca on diffusion series; patch2self on dwi_appa only
+    # (the 7-volume SDnDTI repetitions are too few for it).
+    assert dwi_only == ["mppca", "patch2self"] and dwi == ["dwi_appa", "dti_subsets"]
+    assert counts["denoise_filter"] == subjects * (2 * len(data_types) + 3)
+    t1w_scored = len(methods) - 2 + 1  # + noisy
+    dwi_scored = {"dwi_appa": len(methods) + 1, "dti_subsets": len(methods)}
     assert counts["compute_metrics"] == t1w_scored * subjects * len(t1w)
-    assert counts["compute_dwi_metrics"] == dwi_scored * subjects * len(dwi)
-    # One tensor fit per result: every method, every N2A iteration beyond the last.
+    assert counts["compute_dwi_metrics"] == sum(dwi_scored.values()) * subjects
+    # One tensor fit per result: every method, and every N2A iteration beyond the last.
     iterations = config["n2a"]["iterations"]
-    assert counts["fit_tensor"] == (dwi_scored + iterations - 1) * subjects * len(dwi)
+    assert counts["fit_tensor"] == sum(n + iterations - 1 for n in dwi_scored.values()) * subjects
     assert counts["plot_image_panel"] == len(t1w)
     assert counts["plot_dti_panel"] == len(dwi)
 
@@ -88,10 +90,10 @@ def test_tiny_end_to_end_run(run_snakemake):
 
     assert {"dataset", "subject", "data_type", "method", "iteration", "region", "metric", "value"} <= set(metrics.columns)
     t1w_methods = {"noisy", "average", "n2a", "n2n", "supervised", "bm4d", "aonlm"}
-    dwi_methods = t1w_methods | {"mppca", "patch2self"}
     methods_of = metrics.groupby("data_type")["method"].agg(set).to_dict()
     assert methods_of == {"t1w_rep": t1w_methods, "memprage": t1w_methods,
-                          "dwi_appa": dwi_methods, "dti_subsets": dwi_methods}
+                          "dwi_appa": t1w_methods | {"mppca", "patch2self"},
+                          "dti_subsets": t1w_methods | {"mppca"}}
     assert metrics["value"].notna().all()
     n2a_iterations = set(metrics.loc[metrics["method"] == "n2a", "iteration"])
     assert n2a_iterations == {"1", "2", "final"}

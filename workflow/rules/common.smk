@@ -40,9 +40,23 @@ def is_dwi(data_type):
     return data_type in DWI_TYPES
 
 
+def applies(method, data_type):
+    """Whether a method runs on a data type.
+
+    MP-PCA and Patch2Self need a series: diffusion data only. Patch2Self regresses each
+    volume on all the others and needs at least 10 volumes (dipy's advice); the SDnDTI
+    repetitions have 7 (b0 + 6 directions).
+    """
+    if method not in DWI_ONLY_METHODS:
+        return True
+    if method == "patch2self":
+        return data_type == "dwi_appa"
+    return is_dwi(data_type)
+
+
 def scored_methods(data_type):
     """Methods evaluated on a data type; the single noisy repetition always comes first."""
-    return ["noisy"] + [m for m in METHODS if is_dwi(data_type) or m not in DWI_ONLY_METHODS]
+    return ["noisy"] + [m for m in METHODS if applies(m, data_type)]
 
 
 def network_config(data_type):

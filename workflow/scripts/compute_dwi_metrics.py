@@ -17,7 +17,9 @@ results = snakemake.params.results
 
 
 def read_maps(paths):
-    return {name: load_nifti(path, ndim=(3, 4))[0] for name, path in zip(names, paths, strict=True)}
+    return {
+        name: load_nifti(path, ndim=(3, 4))[0] for name, path in zip(names, paths, strict=True)
+    }
 
 
 truth = load_nifti(snakemake.input.truth, ndim=4)[0]
@@ -29,7 +31,8 @@ if wildcards.method == "noisy":
     series = [load_nifti(snakemake.input.images, ndim=5)[0][..., 0]]
 else:
     images = snakemake.input.images
-    series = [load_nifti(path, ndim=4)[0] for path in ([images] if isinstance(images, str) else images)]
+    paths = [images] if isinstance(images, str) else list(images)
+    series = [load_nifti(path, ndim=4)[0] for path in paths]
 maps = snakemake.input.maps
 per_result = len(names)
 

@@ -21,5 +21,5 @@ maps = fit_tensor(
 maps["colorfa"] = maps.pop("color_fa")
 for name, path in zip(snakemake.params.map_names, snakemake.output.maps, strict=True):
     save_nifti(path, maps[name], affine)
-log.info("tensor maps of %s: median FA in the mask %.3f", snakemake.input.image,
+log.info("tensor maps of %s: mean FA in the mask %.3f", snakemake.input.image,
          float(maps["fa"][mask].mean()))
