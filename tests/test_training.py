@@ -93,6 +93,24 @@ def test_zscore_inside_mask():
         zscore(np.ones((4, 4, 4)), np.ones((4, 4, 5), bool))
 
 
+def test_zscore_normalises_each_channel_of_a_series():
+    _, mask, reps = _phantom()
+    # A bright b0-like channel beside two dim DWI-like channels, as in a diffusion series.
+    series = np.stack([reps[..., 0] * 10.0 + 500.0, reps[..., 0] + 20.0,
+                       reps[..., 1] * 0.5 + 5.0], axis=-1)
+    normalised, mean, std = zscore(series, mask)
+    assert mean.shape == std.shape == (3,)
+    assert_allclose(normalised[mask].mean(axis=0), 0.0, atol=1e-5)
+    assert_allclose(normalised[mask].std(axis=0), 1.0, atol=1e-5)
+    assert_allclose(mean, series[mask].mean(axis=0, dtype=np.float64), rtol=1e-6)
+    # De-normalising recovers every channel.
+    assert_allclose(normalised * std + mean, series, rtol=1e-5, atol=1e-4)
+    constant = series.copy()
+    constant[..., 1] = 7.0
+    with pytest.raises(ValueError, match="standard deviation"):
+        zscore(constant, mask)
+
+
 # --- inference -------------------------------------------------------------------------------
 
 def test_flip_tta_of_equivariant_network_is_exact():

@@ -1,7 +1,7 @@
 """Training and inference for MU-Net denoising: pretraining, Noise2Average, Noise2Noise, supervised.
 
 Every method works on z-scored repetitions (each repetition normalised with its own mean and
-standard deviation inside the brain mask) and trains the network to predict a *residual*:
+standard deviation inside the brain mask, channel by channel for a diffusion series) and trains the network to predict a *residual*:
 ``target - input`` in the input's normalisation. Training data are cubic blocks over the mask
 (:mod:`noise2average.blocks`), doubled by a flip along ``settings.flip_axis`` (left-right for
 data in NIfTI voxel order); the loss is the squared residual error weighted by the mask. At
@@ -216,28 +216,37 @@ def zscore(volume, mask):
     Parameters
     ----------
     volume : ndarray of shape (X, Y, Z) or (X, Y, Z, C)
-        One repetition (intensity, arbitrary units). For multichannel data one mean and one
-        standard deviation are taken over all channels inside the mask.
+        One repetition (intensity, arbitrary units). Multichannel data (a diffusion series:
+        b0s and DWIs) are normalised channel by channel.
     mask : ndarray of shape (X, Y, Z), bool
 
     Returns
     -------
     normalised : ndarray, float32, shape of ``volume``
         ``(volume - mean) / std`` everywhere (also outside the mask).
-    mean : float
-    std : float
+    mean : float, or ndarray of shape (C,) for multichannel data
+    std : float, or ndarray of shape (C,)
         Population standard deviation (ddof 0) inside the mask.
+
+    Notes
+    -----
+    One mean and std over all channels would let the bright b0 set the scale: the noise of
+    the diffusion-weighted channels then shrinks to a few per cent of the normalised range,
+    and the DWI MU-Net learns nothing (its validation loss stays at that of returning the
+    input; docs/benchmarks.md, "Diffusion MU-Net at CPU scale").
     """
     volume = np.asarray(volume)
     if volume.ndim not in (3, 4):
         raise ValueError(f"volume must be (X, Y, Z) or (X, Y, Z, C), got shape {volume.shape}")
     mask = _check_mask(mask, volume.shape)
     values = volume[mask].astype(np.float64)
-    mean = float(values.mean())
-    std = float(values.std())
-    if not (math.isfinite(std) and std > 0):
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    if not (np.all(np.isfinite(std)) and np.all(std > 0)):
         raise ValueError(f"standard deviation inside the mask is {std!r}; cannot normalise")
     normalised = ((volume.astype(np.float64) - mean) / std).astype(np.float32)
+    if volume.ndim == 3:
+        return normalised, float(mean), float(std)
     return normalised, mean, std
 
 

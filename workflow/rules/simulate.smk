@@ -45,7 +45,7 @@ rule simulate_dwi_subject:
         log_file("simulate_dwi_subject", "sub-{subject}", "dtype-{data_type}"),
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=config["resources"]["simulation_mem_mb"],
         runtime=10,
     conda:
         "../../envs/simulate.yaml"
