@@ -38,7 +38,7 @@ def pinned_packages(env_file):
 def project_requirements():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     requirements = [Requirement(r) for r in project["dependencies"]]
-    for extra in ("torch", "neuro"):
+    for extra in ("torch", "neuro", "download"):
         requirements += [Requirement(r) for r in project["optional-dependencies"][extra]
                          if not r.startswith("noise2average")]
     return {r.name: r for r in requirements}

@@ -71,7 +71,7 @@ def _metrics_table(seed=1, data_types=("t1w_rep", "memprage"), metric_names=IMAG
                 iterations = ["final", "1", "2", "3"] if method == "n2a" else ["final"]
                 for iteration in iterations:
                     for metric in metric_names:
-                        rows.append(("synthetic", subject, data_type, method, iteration,
+                        rows.append(("synthetic", subject, data_type, "ground truth", method, iteration,
                                      "brain", metric, rng.uniform(0.5, 1.0)))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 

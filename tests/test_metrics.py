@@ -245,6 +245,10 @@ def test_image_metrics_keys_and_consistency():
     assert out["nrmse"] == nrmse(img, ref, mask)
     assert out["sharpness"] == boundary_sharpness(img, ref, dseg)
     assert all(isinstance(v, float) for v in out.values())
+    # Real data have no tissue labels: the sharpness is left out, the rest unchanged.
+    without_labels = image_metrics(img, ref, mask, None)
+    assert "sharpness" not in without_labels
+    assert without_labels == {k: v for k, v in out.items() if k != "sharpness"}
 
 
 @pytest.mark.parametrize("func", [psnr, ssim, mae, nrmse])

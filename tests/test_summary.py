@@ -35,7 +35,7 @@ def _table(values=None):
         ("02", "noisy", "final", "sharpness"): 1.02,
     }
     rows = [
-        ("synthetic", s, "t1w_rep", m, i, "brain", k, v) for (s, m, i, k), v in values.items()
+        ("synthetic", s, "t1w_rep", "ground truth", m, i, "brain", k, v) for (s, m, i, k), v in values.items()
     ]
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -80,6 +80,8 @@ def test_summary_markdown_layout_and_bold():
     text = summary_markdown(summarize(pd.concat([table, extra, average])))
     lines = text.strip().splitlines()
     assert lines[0] == "### t1w_rep"
+    assert lines[2] == "Reference: ground truth."
+    del lines[1:3]
     assert lines[2] == "| method | psnr | sharpness |"
     assert lines[3] == "|---|---:|---:|"
     body = lines[4:]
@@ -122,9 +124,9 @@ def test_order_methods_unknown_after_known():
 
 def test_metrics_rows_and_read_metrics_roundtrip(tmp_path):
     a = metrics_rows({"psnr": 30.0, "ssim": 0.9}, dataset="synthetic", subject="01",
-                     data_type="t1w_rep", method="n2a", iteration=2)
+                     data_type="t1w_rep", reference="ground truth", method="n2a", iteration=2)
     b = metrics_rows({"psnr": 31.0, "ssim": 0.91}, dataset="synthetic", subject="01",
-                     data_type="t1w_rep", method="n2a")
+                     data_type="t1w_rep", reference="ground truth", method="n2a")
     assert list(a.columns) == list(COLUMNS)
     assert set(a["iteration"]) == {"2"} and set(b["iteration"]) == {"final"}
     paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
@@ -193,7 +195,7 @@ def _mixed_table():
         ("dwi", "wm", "n2a", "fa_mae"): (0.05, 0.07),
     }
     rows = [
-        ("synthetic", subject, data_type, method, "final", region, metric, value)
+        ("synthetic", subject, data_type, "ground truth", method, "final", region, metric, value)
         for (data_type, region, method, metric), pair in values.items()
         for subject, value in zip(("01", "02"), pair)
     ]
@@ -218,6 +220,8 @@ def test_summary_markdown_mixed_t1w_and_dwi():
         part.split("\n", 1)[0]: part.split("\n", 1)[1].strip().splitlines()
         for part in text.split("### ")[1:]
     }
+    assert all(lines[0] == "Reference: ground truth." for lines in sections.values())
+    sections = {heading: lines[2:] for heading, lines in sections.items()}
     # one table per data type and region; the T1w heading gets no region qualifier
     assert list(sections) == ["dwi (region brain)", "dwi (region wm)", "t1w_rep"]
     assert sections["t1w_rep"][0] == "| method | psnr |"

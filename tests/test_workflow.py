@@ -21,9 +21,11 @@ def job_counts(dry_run_output):
 def test_default_dry_run_builds_every_job(run_snakemake):
     counts = job_counts(run_snakemake("-n").stdout)
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    subjects = len(config["subjects"]["evaluation"])
-    training = len(config["subjects"]["training"])
-    data_types = config["data_types"]
+    (dataset,) = config["datasets"]
+    assert dataset["source"] == "synthetic"
+    subjects = len(dataset["subjects"]["evaluation"])
+    training = len(dataset["subjects"]["training"])
+    data_types = dataset["data_types"]
     dwi = [t for t in data_types if t in ("dwi_appa", "dti_subsets")]
     t1w = [t for t in data_types if t not in dwi]
     assert dwi and t1w, "the default runs both T1w and diffusion data types"
@@ -67,7 +69,15 @@ def test_lint_is_clean(run_snakemake):
         ("methods=[average,magic]", "magic"),
         ("n2a={'iterations':0}", "iterations"),
         ("unknown_key=1", "unknown_key"),
-        ("subjects={'evaluation':['01'],'training':['01']}", "both evaluation and training"),
+        ("datasets=[{'name':'s','source':'synthetic','data_types':['t1w_rep'],"
+         "'subjects':{'evaluation':['01'],'training':['01']}}]", "both evaluation and training"),
+        ("datasets=[{'name':'s','source':'synthetic','data_types':['t1w_rep'],"
+         "'subjects':{'evaluation':['01']}}]", "s: subjects.training"),
+        ("datasets=[{'name':'s','source':'magic','data_types':['t1w_rep']}]", "magic"),
+        ("datasets=[{'name':'s','source':'bids','data_types':['t1w_rep'],"
+         "'bids_dir':'/nonexistent'}]", "s: bids_dir"),
+        ("datasets=[{'name':'s','source':'openneuro','data_types':['t1w_rep'],"
+         "'dataset_id':'ds1'}]", "ds1"),
     ],
 )
 def test_invalid_config_is_rejected_with_the_key(run_snakemake, override, message):
@@ -88,13 +98,16 @@ def test_tiny_end_to_end_run(run_snakemake):
     results = run_snakemake.workdir / "results_test"
     metrics = pd.read_csv(results / "metrics.csv", dtype={"subject": str, "iteration": str})
 
-    assert {"dataset", "subject", "data_type", "method", "iteration", "region", "metric", "value"} <= set(metrics.columns)
+    assert {"dataset", "subject", "data_type", "reference", "method", "iteration", "region",
+            "metric", "value"} <= set(metrics.columns)
+    assert set(metrics["reference"]) == {"ground truth"}
     t1w_methods = {"noisy", "average", "n2a", "n2n", "supervised", "bm4d", "aonlm"}
     methods_of = metrics.groupby("data_type")["method"].agg(set).to_dict()
     assert methods_of == {"t1w_rep": t1w_methods, "memprage": t1w_methods,
                           "dwi_appa": t1w_methods | {"mppca", "patch2self"},
                           "dti_subsets": t1w_methods | {"mppca"}}
-    assert metrics["value"].notna().all()
+    # The residual of the first repetition against itself is zero: no whiteness.
+    assert metrics.query("metric != 'residual_whiteness' or method != 'noisy'")["value"].notna().all()
     n2a_iterations = set(metrics.loc[metrics["method"] == "n2a", "iteration"])
     assert n2a_iterations == {"1", "2", "final"}
 
@@ -123,11 +136,12 @@ def test_tiny_end_to_end_run(run_snakemake):
         "average", "dwi_appa", "fa_mae", "wm")
 
     # Diffusion outputs: the gradient table beside the series, tensor maps per result.
-    subject = results / "synthetic" / "sub-01"
-    bvals = (subject / "simulated" / "sub-01_dtype-dwi_appa_dwi.bval").read_text().split()
+    subject = results / "synthetic" / "dwi_appa" / "sub-01"
+    bvals = (subject / "inputs" / "sub-01_dwi.bval").read_text().split()
     assert len(bvals) == 15 and bvals.count("0") == 3
+    subject = results / "synthetic" / "dti_subsets" / "sub-01"
     for name in ("fa", "md", "ad", "rd", "v1", "colorfa"):
-        assert (subject / "dti" / f"sub-01_dtype-dti_subsets_method-n2a_iter-2_{name}.nii.gz").exists()
+        assert (subject / "dti" / f"sub-01_method-n2a_iter-2_{name}.nii.gz").exists()
 
     summary = (results / "summary.md").read_text()
     assert "### dwi_appa (region wm)" in summary and "v1_angle" in summary

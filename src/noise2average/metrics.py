@@ -443,8 +443,9 @@ def image_metrics(image, reference, mask, dseg, *, data_range=None, ssim_sigma=1
         Ground truth, same units.
     mask : ndarray of bool, shape (X, Y, Z)
         Voxels for PSNR, SSIM, MAE and NRMSE.
-    dseg : ndarray of int, shape (X, Y, Z)
-        Tissue labels (0 background, 1 CSF, 2 GM, 3 WM) for the boundary sharpness.
+    dseg : ndarray of int, shape (X, Y, Z), or None
+        Tissue labels (0 background, 1 CSF, 2 GM, 3 WM) for the boundary sharpness; None
+        (real data without a segmentation) leaves the sharpness out.
     data_range : float, optional
         Shared by PSNR, SSIM and MAE. None: ``max - min`` of the reference inside the mask,
         computed once.
@@ -457,17 +458,19 @@ def image_metrics(image, reference, mask, dseg, *, data_range=None, ssim_sigma=1
     -------
     dict of str to float
         Keys ``psnr`` (dB), ``ssim``, ``mae`` (fraction of the data range), ``nrmse`` and
-        ``sharpness``, in the order of :data:`METRIC_NAMES`.
+        (with ``dseg``) ``sharpness``, in the order of :data:`METRIC_NAMES`.
     """
     image, reference, mask = _check_inputs(image, reference, mask)
     data_range = _resolve_data_range(reference, mask, data_range)
-    return {
+    values = {
         "psnr": psnr(image, reference, mask, data_range=data_range),
         "ssim": ssim(image, reference, mask, data_range=data_range, sigma=ssim_sigma),
         "mae": mae(image, reference, mask, data_range=data_range),
         "nrmse": nrmse(image, reference, mask),
-        "sharpness": boundary_sharpness(image, reference, dseg, sigma=sharpness_sigma),
     }
+    if dseg is not None:
+        values["sharpness"] = boundary_sharpness(image, reference, dseg, sigma=sharpness_sigma)
+    return values
 
 
 def series_metrics(image, reference, mask, *, data_range=None, ssim_sigma=1.5):

@@ -29,7 +29,8 @@ relative noise times the mean white-matter b0 of the noise-free data.
     undistorted noise-free DWIs on the full table.
 
 ``dti_subsets`` (data type 4, SDnDTI)
-    One acquisition of the full table with independent noise. `dti_subsets.select_subsets`
+    One acquisition of the full table with independent noise, turned into repetitions by
+    `sdndti.subset_repetitions` (as for an acquired series): `dti_subsets.select_subsets`
     picks ``n_subsets`` disjoint, well-conditioned 6-direction subsets of the
     diffusion-weighted volumes (deterministic from the table: the same for every subject).
     For each subset a tensor is fitted by linear least squares on the log signals
@@ -53,8 +54,8 @@ import numpy as np
 
 from noise2average import diffusion_phantom as _phantom
 from noise2average import distortion as _distortion
-from noise2average import dti_subsets as _subsets
 from noise2average import noise as _noise
+from noise2average.sdndti import subset_repetitions
 
 # Private validation helpers of simulate.py, reused so both modules read `simulation` alike.
 from noise2average.simulate import (
@@ -206,20 +207,6 @@ def _check_diffusion(diffusion):
 # ---------------------------------------------------------------------------------------------
 # Phantom
 # ---------------------------------------------------------------------------------------------
-
-
-def _fit_log_linear(dwi, b0, bvalue, bvecs):
-    """Tensors (X, Y, Z, 3, 3) from DWIs (X, Y, Z, K) at one b-value by log-linear LS."""
-    tiny = np.finfo(np.float32).tiny
-    valid = b0 > 0
-    ratio = np.maximum(dwi, tiny) / np.where(valid, b0, 1.0)[..., None]
-    adc = np.where(valid[..., None], -np.log(ratio) / bvalue, 0.0)
-    coef = adc @ np.linalg.pinv(_subsets.tensor_design_matrix(bvecs)).T  # (..., 6)
-    xx, xy, xz, yy, yz, zz = np.moveaxis(coef, -1, 0)
-    return np.stack(
-        [np.stack([xx, xy, xz], -1), np.stack([xy, yy, yz], -1), np.stack([xz, yz, zz], -1)],
-        axis=-2,
-    )
 
 
 def _maps(tensors):
@@ -462,46 +449,19 @@ def _appa(clean, sigma_map, rng, p, d, shape, affine, info):
 
 def _sdndti(clean, tensors, b0, bvals, bvecs, sigma_map, rng, p, d, info):
     noisy = _noise.add_magnitude_noise(clean, sigma_map[..., None], rng, coils=p["coils"])
-    weighted = np.flatnonzero(bvals > 0)
-    zero = np.flatnonzero(bvals == 0)
-    subsets = _subsets.select_subsets(
-        bvecs[weighted],
+    reps, out_bvals, out_bvecs, subsets = subset_repetitions(
+        noisy,
+        bvals,
+        bvecs,
         n_subsets=d["n_subsets"],
         max_condition=d["max_condition"],
         n_rotations=d["n_rotations"],
         seed=d["subset_seed"],
+        bvalue=d["bvalue"],
     )
-    b0_mean = noisy[..., zero].mean(axis=-1, dtype=np.float64)
-    common = bvecs[weighted[subsets[0]]]
-    out_bvals = np.concatenate([[0.0], np.full(6, d["bvalue"])])
-    out_bvecs = np.concatenate([np.zeros((1, 3)), common])
-    reps = np.empty(clean.shape[:3] + (7, len(subsets)), dtype=np.float32)
-    rep_info = []
-    for k, subset in enumerate(subsets):
-        volumes = weighted[subset]
-        fitted = _fit_log_linear(
-            noisy[..., volumes].astype(np.float64), b0_mean, d["bvalue"], bvecs[volumes]
-        )
-        reps[..., k] = _phantom.synthesize_dwi(fitted, b0_mean, out_bvals, out_bvecs)
-        rep_info.append(
-            {
-                "index": k + 1,
-                "volumes": [int(v) for v in volumes],
-                "condition_number": _subsets.design_condition_number(bvecs[volumes]),
-            }
-        )
     truth = _phantom.synthesize_dwi(tensors, b0, out_bvals, out_bvecs).astype(np.float32)
-    info["subsets"] = {
-        "n_subsets": len(subsets),
-        "max_condition": d["max_condition"],
-        "n_rotations": d["n_rotations"],
-        "subset_seed": d["subset_seed"],
-        "volumes": [[int(v) for v in weighted[s]] for s in subsets],
-        "common_set": "mean b0 + the directions of subset 1",
-        "fit": "linear least squares on log(S / mean b0), tensor_design_matrix",
-        "b0_channel": f"mean of the {zero.size} noisy b0 volumes, shared by all repetitions",
-    }
-    info["repetitions"] = rep_info
+    info["repetitions"] = subsets.pop("repetitions")
+    info["subsets"] = subsets
     info["truth"] = (
         "ground-truth tensors (= all-direction fit of the noise-free data) synthesized on "
         "the common set with the noise-free b0"

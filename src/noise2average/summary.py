@@ -8,6 +8,9 @@ The tidy metrics table has one row per value and the columns of :data:`COLUMNS`:
     Subject label, a string (``"01"`` stays ``"01"``).
 ``data_type``
     ``t1w_rep``, ``memprage``, ...
+``reference``
+    What the metrics are measured against: ``ground truth`` for synthetic data, otherwise
+    the best the data offer (e.g. ``mean of all 3 runs (not a ground truth)``).
 ``method``
     ``noisy``, ``average``, ``n2a``, ``n2n``, ``bm4d``, ``aonlm``, ``supervised``, ...
 ``iteration``
@@ -51,10 +54,10 @@ __all__ = [
 ]
 
 #: Columns of the tidy metrics table, in order.
-COLUMNS = ("dataset", "subject", "data_type", "method", "iteration", "region", "metric",
-           "value")
+COLUMNS = ("dataset", "subject", "data_type", "reference", "method", "iteration", "region",
+           "metric", "value")
 #: Columns that identify one summary row (everything but subject and value).
-GROUP_COLUMNS = ("dataset", "data_type", "method", "iteration", "region", "metric")
+GROUP_COLUMNS = ("dataset", "data_type", "reference", "method", "iteration", "region", "metric")
 #: Display order of the methods; methods not listed come after them, sorted by name.
 METHOD_ORDER = ("noisy", "average", "n2a", "n2n", "bm4d", "aonlm", "supervised")
 #: Display order of the metrics: image metrics, then DTI metrics; others follow, sorted.
@@ -129,7 +132,7 @@ def validate_metrics(metrics, *, source="metrics table"):
     return table.reset_index(drop=True)
 
 
-def metrics_rows(values, *, dataset, subject, data_type, method, iteration=FINAL,
+def metrics_rows(values, *, dataset, subject, data_type, reference, method, iteration=FINAL,
                  region="brain"):
     """Tidy rows for one volume's metrics.
 
@@ -140,6 +143,9 @@ def metrics_rows(values, *, dataset, subject, data_type, method, iteration=FINAL
         :func:`noise2average.metrics.image_metrics`.
     dataset, subject, data_type, method : str
         Labels of the volume.
+    reference : str
+        What the metrics were measured against (``"ground truth"``, or a description of a
+        real dataset's reference).
     iteration : str or int, optional
         ``"final"`` for a method's final result, or the N2A iteration number.
     region : str, optional
@@ -153,7 +159,7 @@ def metrics_rows(values, *, dataset, subject, data_type, method, iteration=FINAL
     if not values:
         raise ValueError("values is empty: no metric to tabulate")
     rows = [
-        (dataset, subject, data_type, method, iteration, region, name, value)
+        (dataset, subject, data_type, reference, method, iteration, region, name, value)
         for name, value in values.items()
     ]
     return validate_metrics(pd.DataFrame(rows, columns=list(COLUMNS)))
@@ -345,8 +351,8 @@ def summary_markdown(summary, *, method_order=METHOD_ORDER, metric_order=METRIC_
     -------
     str
         For each data type (and, where that data type's rows hold several, dataset, region
-        and iteration) a ``###`` heading and a table: rows = methods, columns = the metrics of
-        those rows, cells ``mean ± sd`` (``n/a`` for the sd of a single subject; empty where a
+        and iteration) a ``###`` heading, a line naming the reference, and a table: rows =
+        methods, columns = the metrics of those rows, cells ``mean ± sd`` (``n/a`` for the sd of a single subject; empty where a
         method lacks the metric). Fixed decimals per metric, except the diffusivity MAEs
         (``md_mae``, ``ad_mae``, ``rd_mae``, mm^2/s) in scientific notation with 3
         significant digits; the sd is shown to the precision of the mean. The best mean per
@@ -381,6 +387,8 @@ def summary_markdown(summary, *, method_order=METHOD_ORDER, metric_order=METRIC_
             heading = f"### {data_type}"
             if qualifiers:
                 heading += " (" + ", ".join(f"{q} {k}" for q, k in zip(qualifiers, key)) + ")"
+            references = ", ".join(dict.fromkeys(block["reference"]))
+            heading += f"\n\nReference: {references}."
             sections.append(heading + "\n\n" + _markdown_table(
                 block, method_order, metric_order, exclude_from_best))
     return "\n\n".join(sections) + "\n"

@@ -1,18 +1,20 @@
+from pathlib import Path
+
 from snakemake.utils import validate
+
+from noise2average.datasets import plan_dataset, reference_label
+from noise2average.dti_metrics import DTI_METRIC_NAMES
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results_dir"]
-DATASET = config["dataset"]
-DATA_TYPES = config["data_types"]
-EVALUATION_SUBJECTS = config["subjects"]["evaluation"]
-TRAINING_SUBJECTS = config["subjects"]["training"]
-DWI_TYPES = [t for t in DATA_TYPES if t in ("dwi_appa", "dti_subsets")]
-T1W_TYPES = [t for t in DATA_TYPES if t not in DWI_TYPES]
+T1W_TYPES = ["t1w_rep", "memprage"]
+DWI_TYPES = ["dwi_appa", "dti_subsets"]
 METHODS = config["methods"]
 # Joint-series denoisers need many volumes: they run on diffusion data only.
 DWI_ONLY_METHODS = ("mppca", "patch2self")
+NETWORK_METHODS = ("n2a", "n2n", "supervised")
 N2A_ITERATIONS = list(range(1, config["n2a"]["iterations"] + 1))
 DTI_MAPS = ["fa", "md", "ad", "rd", "v1", "colorfa"]
 
@@ -23,12 +25,37 @@ for _section in ("network", "dwi_network"):
             "use 6, 10, 14, 18, ... (two convolutions per stage, an odd number of stages)"
         )
 
-_shared = set(EVALUATION_SUBJECTS) & set(TRAINING_SUBJECTS)
-if _shared:
-    raise ValueError(
-        f"config subjects: {sorted(_shared)} are both evaluation and training subjects; "
-        "pretraining must never see an evaluation subject"
-    )
+# Units (subjects, or subject_ses-label) and repetitions of every dataset, found at parse
+# time from the BIDS file names (or the download list), before anything is read.
+DATASETS = {}
+for _entry in config["datasets"]:
+    if _entry["name"] in DATASETS:
+        raise ValueError(f"config datasets: {_entry['name']}: name: used twice")
+    DATASETS[_entry["name"]] = plan_dataset(_entry, cache_dir=config["download"]["cache_dir"])
+    for _data_type, _units in DATASETS[_entry["name"]]["data_types"].items():
+        _shared = set(_units["evaluation"]) & set(_units["training"])
+        if _shared:
+            raise ValueError(
+                f"config datasets: {_entry['name']}: subjects: {sorted(_shared)} are both "
+                "evaluation and training subjects; pretraining must never see an evaluation subject"
+            )
+        if not _units["training"] and set(METHODS) & set(NETWORK_METHODS):
+            raise ValueError(
+                f"config datasets: {_entry['name']}: subjects.training: the network methods "
+                f"need at least one training subject for {_data_type} pretraining"
+            )
+SYNTHETIC = [name for name, plan in DATASETS.items() if plan["source"] == "synthetic"]
+REAL = [name for name in DATASETS if name not in SYNTHETIC]
+DOWNLOADED = [name for name in REAL if DATASETS[name]["downloads"]]
+
+
+def data_types(dataset):
+    return list(DATASETS[dataset]["data_types"])
+
+
+def units(dataset, data_type, role="evaluation"):
+    """Evaluation or training units of one data type of a dataset."""
+    return DATASETS[dataset]["data_types"][data_type][role]
 
 
 def one_of(names):
@@ -38,6 +65,10 @@ def one_of(names):
 
 def is_dwi(data_type):
     return data_type in DWI_TYPES
+
+
+def is_real(dataset):
+    return dataset in REAL
 
 
 def applies(method, data_type):
@@ -66,18 +97,20 @@ def network_config(data_type):
 
 
 wildcard_constraints:
-    subject="[A-Za-z0-9]+",
-    data_type=one_of(DATA_TYPES),
+    dataset=one_of(DATASETS),
+    subject="[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?",
+    data_type=one_of(T1W_TYPES + DWI_TYPES),
     method=one_of(["noisy", *METHODS]),
     iteration="[0-9]+",
 
 
-DATA_DIR = f"{RESULTS}/{DATASET}"
+# One folder per dataset and data type; inside, BIDS-derivatives-like key-value file names.
+DATA_DIR = f"{RESULTS}/{{dataset}}/{{data_type}}"
 
 
-def subject_file(suffix, *, folder="simulated", method=None, ext=".nii.gz"):
-    """Path pattern of one subject's file, entities in a fixed order."""
-    entities = "sub-{subject}_dtype-{data_type}"
+def subject_file(suffix, *, folder="inputs", method=None, ext=".nii.gz"):
+    """Path pattern of one unit's file, entities in a fixed order."""
+    entities = "sub-{subject}"
     if method is not None:
         entities += f"_method-{method}"
     return f"{DATA_DIR}/sub-{{subject}}/{folder}/{entities}_{suffix}{ext}"
@@ -99,8 +132,8 @@ def gradient_file(ext):
 
 
 def reference_map(name):
-    """A DTI map of the ground-truth tensors, written by the simulation."""
-    return subject_file(f"desc-truth_{name}")
+    """A DTI map of the reference: the phantom's tensors, or a fit of the reference series."""
+    return subject_file(f"desc-reference_{name}")
 
 
 def tensor_map(name, result="{result}"):
@@ -123,27 +156,44 @@ def fitted_image(wildcards):
 
 
 def dwi_metric_inputs(wildcards):
-    """Series and tensor maps of one method (every N2A iteration), and the truth."""
+    """Series and tensor maps of one method (every N2A iteration), and the reference."""
     results = method_results(wildcards.method)
     return {
         "images": method_outputs(wildcards),
-        "truth": subject_file("truth"),
+        "reference": subject_file("reference"),
+        "noisy": subject_file("noisy"),
         "mask": subject_file("mask"),
         "maps": [tensor_map(name, result) for result in results for name in DTI_MAPS],
-        "reference": [reference_map(name) for name in DTI_MAPS],
+        "reference_maps": [reference_map(name) for name in DTI_MAPS],
     }
 
 
+def t1w_metric_inputs(wildcards):
+    """Images of one method, the reference, and the tissue labels where they exist.
+
+    Real data have no tissue segmentation: the boundary-sharpness metric is then left out.
+    """
+    inputs = {
+        "images": method_outputs(wildcards),
+        "reference": subject_file("reference"),
+        "noisy": subject_file("noisy"),
+        "mask": subject_file("mask"),
+    }
+    if not is_real(wildcards.dataset):
+        inputs["dseg"] = subject_file("dseg")
+    return inputs
+
+
 def pretrained_model():
-    return f"{DATA_DIR}/models/dtype-{{data_type}}_desc-pretrained_model.pt"
+    return f"{DATA_DIR}/models/desc-pretrained_model.pt"
 
 
 def metrics_table():
-    return f"{DATA_DIR}/metrics/sub-{{subject}}_dtype-{{data_type}}_method-{{method}}_metrics.csv"
+    return f"{DATA_DIR}/metrics/sub-{{subject}}_method-{{method}}_metrics.csv"
 
 
 def figure_file(kind, ext):
-    return f"{RESULTS}/figures/{DATASET}_dtype-{{data_type}}_{kind}.{ext}"
+    return f"{RESULTS}/figures/{{dataset}}_dtype-{{data_type}}_{kind}.{ext}"
 
 
 def log_file(rule_name, *entities):
@@ -155,10 +205,11 @@ def training_inputs(wildcards):
     return {
         suffix: expand(
             subject_file(suffix),
-            subject=TRAINING_SUBJECTS,
+            subject=units(wildcards.dataset, wildcards.data_type, "training"),
+            dataset=wildcards.dataset,
             data_type=wildcards.data_type,
         )
-        for suffix in ("noisy", "truth", "mask")
+        for suffix in ("noisy", "reference", "mask")
     }
 
 
@@ -178,7 +229,7 @@ def network_inputs(wildcards):
         "model": pretrained_model(),
     }
     if wildcards.method == "supervised":
-        inputs["reference"] = subject_file("truth")
+        inputs["reference"] = subject_file("reference")
     return inputs
 
 
@@ -200,38 +251,45 @@ def final_output(method):
     return denoised_file(method)
 
 
-def first_subject(files, data_type):
+def first_unit(wildcards):
+    return units(wildcards.dataset, wildcards.data_type)[0]
+
+
+def first_subject(files, wildcards):
+    """``files`` filled in for the first evaluation unit of a dataset's data type."""
+    subject = first_unit(wildcards)
     return {
-        name: path.format(subject=EVALUATION_SUBJECTS[0], data_type=data_type)
+        name: path.format(subject=subject, dataset=wildcards.dataset, data_type=wildcards.data_type)
         for name, path in files.items()
     }
 
 
 def panel_images(wildcards):
-    """Images of the first evaluation subject shown in the figure panel."""
+    """Images of the first evaluation unit shown in the figure panel."""
     files = {method: final_output(method) for method in scored_methods(wildcards.data_type)}
-    files.update(truth=subject_file("truth"), mask=subject_file("mask"))
-    return first_subject(files, wildcards.data_type)
+    files.update(reference=subject_file("reference"), mask=subject_file("mask"))
+    return first_subject(files, wildcards)
 
 
 def dti_panel_maps(wildcards):
-    """FA, MD and colour-FA maps of every method and of the truth, first evaluation subject."""
+    """FA, MD and colour-FA maps of every method and of the reference, first evaluation unit."""
     files = {
         f"{method}_{name}": tensor_map(name, method_results(method)[-1])
         for method in scored_methods(wildcards.data_type)
         for name in ("fa", "md", "colorfa")
     }
-    files.update({f"truth_{name}": reference_map(name) for name in ("fa", "md", "colorfa")})
+    files.update({f"reference_{name}": reference_map(name) for name in ("fa", "md", "colorfa")})
     files["mask"] = subject_file("mask")
-    return first_subject(files, wildcards.data_type)
+    return first_subject(files, wildcards)
 
 
 def metric_tables():
-    """Every per-subject metric table: each data type with its own methods."""
+    """Every per-unit metric table: each dataset and data type with its own methods."""
     return [
-        metrics_table().format(subject=subject, data_type=data_type, method=method)
-        for data_type in DATA_TYPES
-        for subject in EVALUATION_SUBJECTS
+        metrics_table().format(dataset=dataset, subject=subject, data_type=data_type, method=method)
+        for dataset in DATASETS
+        for data_type in data_types(dataset)
+        for subject in units(dataset, data_type)
         for method in scored_methods(data_type)
     ]
 
@@ -239,7 +297,7 @@ def metric_tables():
 def metric_selection(data_type):
     """Region and metrics of the metric figures: DTI errors in white matter for diffusion."""
     if is_dwi(data_type):
-        return {"region": "wm", "metric_names": ["fa_mae", "md_mae", "ad_mae", "rd_mae", "v1_angle"]}
+        return {"region": "wm", "metric_names": list(DTI_METRIC_NAMES)}
     return {"region": "brain", "metric_names": None}
 
 
@@ -250,8 +308,9 @@ def figure_kinds(data_type):
 
 def get_final_output():
     figures = [
-        figure_file(kind, ext).format(data_type=data_type)
-        for data_type in DATA_TYPES
+        figure_file(kind, ext).format(dataset=dataset, data_type=data_type)
+        for dataset in DATASETS
+        for data_type in data_types(dataset)
         for kind in figure_kinds(data_type)
         for ext in ("png", "pdf")
     ]
@@ -259,6 +318,89 @@ def get_final_output():
         f"{RESULTS}/metrics.csv",
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
-        f"{RESULTS}/provenance/{DATASET}_versions.json",
+        f"{RESULTS}/provenance/versions.json",
         *figures,
     ]
+
+
+def metric_reference(wildcards):
+    """The ``reference`` column of a metric table: ground truth, or what a real dataset offers."""
+    return reference_label(DATASETS[wildcards.dataset], wildcards.data_type)
+
+
+CACHE_DIR = Path(config["download"]["cache_dir"]).expanduser().resolve()
+# (source, identifier, relative path) -> the dataset entry and the file's download record.
+DOWNLOADS = {
+    (plan["source"], plan["root"].name, path): (entry, record)
+    for entry in config["datasets"]
+    for plan in [DATASETS[entry["name"]]]
+    for path, record in plan["downloads"].items()
+}
+
+
+def cached_file(suffix=""):
+    """Pattern of a downloaded file in the cache (``suffix``: its download record)."""
+    if suffix:
+        return f"{CACHE_DIR}/{{source}}/{{identifier}}/.records/{{path}}{suffix}"
+    return f"{CACHE_DIR}/{{source}}/{{identifier}}/{{path}}"
+
+
+def download_params(wildcards):
+    """Where a cached file comes from and how it is verified."""
+    entry, record = DOWNLOADS[(wildcards.source, wildcards.identifier, wildcards.path)]
+    settings = config["download"]
+    params = {
+        "source": entry["source"],
+        "retries": settings["retries"],
+        **{key: record[key] for key in ("size", "md5", "sha256") if key in record},
+    }
+    if entry["source"] == "hcp":
+        params.update(bucket=settings["hcp_bucket"], key=record["key"])
+    else:
+        params.update(
+            url=f"{settings['openneuro_url']}/{entry['dataset_id']}/{wildcards.path}",
+            dataset_id=entry["dataset_id"],
+            version=entry.get("version"),
+            path=wildcards.path,
+            annex_base_url=settings["annex_url"],
+        )
+    return params
+
+
+def repetition_set(wildcards):
+    return DATASETS[wildcards.dataset]["data_types"][wildcards.data_type]["sets"][wildcards.subject]
+
+
+def ingest_inputs(wildcards):
+    """A unit's images, gradient tables, JSON sidecars and (if the dataset has one) mask."""
+    plan = DATASETS[wildcards.dataset]
+    found = repetition_set(wildcards)
+    files = [*found.images, *found.bvals, *found.bvecs]
+    files += [sidecar for sidecars in found.sidecars for sidecar in sidecars]
+    mask = plan["data_types"][wildcards.data_type]["masks"].get(wildcards.subject)
+    inputs = {"files": [str(plan["root"] / path) for path in dict.fromkeys(files)]}
+    if mask is not None:
+        inputs["mask"] = str(plan["root"] / mask)
+    return inputs
+
+
+def ingest_settings(wildcards):
+    """How a unit is ingested: root, repetition set, inputs, registration, SDnDTI options."""
+    plan = DATASETS[wildcards.dataset]
+    info = plan["data_types"][wildcards.data_type]
+    entry = next(e for e in config["datasets"] if e["name"] == wildcards.dataset)
+    diffusion = config["diffusion"]
+    subsets = diffusion["dti_subsets"]
+    return {
+        "bids_dir": str(plan["root"]),
+        "repetition_set": repetition_set(wildcards),
+        "inputs": info["options"]["inputs"],
+        "registration": entry["registration"],
+        "b0_threshold": diffusion["b0_threshold"],
+        "subsets": {
+            "n_subsets": subsets["n_subsets"],
+            "max_condition": subsets["max_condition"],
+            "n_rotations": subsets["n_rotations"],
+            "seed": subsets["subset_seed"],
+        },
+    }

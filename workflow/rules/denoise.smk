@@ -9,7 +9,7 @@ rule average_repetitions:
         options={},
         b0_threshold=config["diffusion"]["b0_threshold"],
     log:
-        log_file("average_repetitions", "sub-{subject}", "dtype-{data_type}"),
+        log_file("average_repetitions", "{dataset}", "sub-{subject}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -36,7 +36,7 @@ rule denoise_filter:
         options=lambda wildcards: config[wildcards.method],
         b0_threshold=config["diffusion"]["b0_threshold"],
     log:
-        log_file("denoise_filter", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+        log_file("denoise_filter", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
     threads: config["resources"]["filter_threads"]
     resources:
         mem_mb=config["resources"]["filter_mem_mb"],
@@ -63,7 +63,7 @@ rule denoise_n2a:
         iterations=config["n2a"]["iterations"],
         seed=config["seed"],
     log:
-        log_file("denoise_n2a", "sub-{subject}", "dtype-{data_type}"),
+        log_file("denoise_n2a", "{dataset}", "sub-{subject}", "dtype-{data_type}"),
     threads: config["resources"]["training_threads"]
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
@@ -91,7 +91,7 @@ rule denoise_network:
         network=lambda wildcards: network_config(wildcards.data_type),
         seed=config["seed"],
     log:
-        log_file("denoise_network", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+        log_file("denoise_network", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
     threads: config["resources"]["training_threads"]
     resources:
         mem_mb=config["resources"]["training_mem_mb"],

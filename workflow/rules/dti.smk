@@ -15,7 +15,7 @@ rule fit_tensor:
         map_names=DTI_MAPS,
         b0_threshold=config["diffusion"]["b0_threshold"],
     log:
-        log_file("fit_tensor", "sub-{subject}", "dtype-{data_type}", "method-{result}"),
+        log_file("fit_tensor", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{result}"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -13,9 +13,9 @@ rule plot_image_panel:
         data_type=one_of(T1W_TYPES),
     params:
         methods=lambda wildcards: scored_methods(wildcards.data_type),
-        subject=EVALUATION_SUBJECTS[0],
+        subject=first_unit,
     log:
-        log_file("plot_image_panel", "dtype-{data_type}"),
+        log_file("plot_image_panel", "{dataset}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,9 +41,9 @@ rule plot_dti_panel:
         data_type=one_of(DWI_TYPES),
     params:
         methods=lambda wildcards: scored_methods(wildcards.data_type),
-        subject=EVALUATION_SUBJECTS[0],
+        subject=first_unit,
     log:
-        log_file("plot_dti_panel", "dtype-{data_type}"),
+        log_file("plot_dti_panel", "{dataset}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -68,7 +68,7 @@ rule plot_metric_distributions:
     params:
         selection=lambda wildcards: metric_selection(wildcards.data_type),
     log:
-        log_file("plot_metric_distributions", "dtype-{data_type}"),
+        log_file("plot_metric_distributions", "{dataset}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -93,7 +93,7 @@ rule plot_iterations:
     params:
         selection=lambda wildcards: metric_selection(wildcards.data_type),
     log:
-        log_file("plot_iterations", "dtype-{data_type}"),
+        log_file("plot_iterations", "{dataset}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=1000,

@@ -1,17 +1,14 @@
 rule compute_metrics:
     input:
-        images=method_outputs,
-        truth=subject_file("truth"),
-        mask=subject_file("mask"),
-        dseg=subject_file("dseg"),
+        unpack(t1w_metric_inputs),
     output:
         table=metrics_table(),
     wildcard_constraints:
         data_type=one_of(T1W_TYPES),
     params:
-        dataset=DATASET,
+        reference=metric_reference,
     log:
-        log_file("compute_metrics", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+        log_file("compute_metrics", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -32,11 +29,11 @@ rule compute_dwi_metrics:
     wildcard_constraints:
         data_type=one_of(DWI_TYPES),
     params:
-        dataset=DATASET,
+        reference=metric_reference,
         results=lambda wildcards: method_results(wildcards.method),
         map_names=DTI_MAPS,
     log:
-        log_file("compute_dwi_metrics", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+        log_file("compute_dwi_metrics", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -59,7 +56,7 @@ rule aggregate_metrics:
         ),
         markdown=f"{RESULTS}/summary.md",
     log:
-        log_file("aggregate_metrics", DATASET),
+        log_file("aggregate_metrics", "all"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -72,12 +69,12 @@ rule aggregate_metrics:
 
 rule record_provenance:
     output:
-        versions=f"{RESULTS}/provenance/{DATASET}_versions.json",
-        config=f"{RESULTS}/provenance/{DATASET}_config.yaml",
+        versions=f"{RESULTS}/provenance/versions.json",
+        config=f"{RESULTS}/provenance/config.yaml",
     params:
         config=config,
     log:
-        log_file("record_provenance", DATASET),
+        log_file("record_provenance", "all"),
     threads: 1
     resources:
         mem_mb=500,

@@ -10,7 +10,7 @@ rule pretrain_network:
         stage="pretrain",
         seed=config["seed"],
     log:
-        log_file("pretrain_network", "dtype-{data_type}"),
+        log_file("pretrain_network", "{dataset}", "dtype-{data_type}"),
     threads: config["resources"]["training_threads"]
     resources:
         mem_mb=config["resources"]["training_mem_mb"],

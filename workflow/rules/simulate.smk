@@ -1,17 +1,18 @@
 rule simulate_subject:
     output:
-        truth=subject_file("truth"),
+        reference=subject_file("reference"),
         mask=subject_file("mask"),
         dseg=subject_file("dseg"),
         noisy=subject_file("noisy"),
         sidecar=subject_file("noisy", ext=".json"),
     wildcard_constraints:
+        dataset=one_of(SYNTHETIC),
         data_type=one_of(T1W_TYPES),
     params:
         simulation=config["simulation"],
         seed=config["seed"],
     log:
-        log_file("simulate_subject", "sub-{subject}", "dtype-{data_type}"),
+        log_file("simulate_subject", "{dataset}", "sub-{subject}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -23,10 +24,11 @@ rule simulate_subject:
 
 
 # The repetitions of a diffusion subject are one 5D series (X, Y, Z, volume, repetition) on
-# one gradient table; the ground-truth tensor maps are written beside the noise-free series.
+# one gradient table; the ground-truth tensor maps are written beside the noise-free series,
+# which is the reference of the metrics.
 rule simulate_dwi_subject:
     output:
-        truth=subject_file("truth"),
+        reference=subject_file("reference"),
         mask=subject_file("mask"),
         dseg=subject_file("dseg"),
         noisy=subject_file("noisy"),
@@ -35,6 +37,7 @@ rule simulate_dwi_subject:
         bvec=gradient_file(".bvec"),
         maps=[reference_map(name) for name in DTI_MAPS],
     wildcard_constraints:
+        dataset=one_of(SYNTHETIC),
         data_type=one_of(DWI_TYPES),
     params:
         simulation=config["simulation"],
@@ -42,7 +45,7 @@ rule simulate_dwi_subject:
         map_names=DTI_MAPS,
         seed=config["seed"],
     log:
-        log_file("simulate_dwi_subject", "sub-{subject}", "dtype-{data_type}"),
+        log_file("simulate_dwi_subject", "{dataset}", "sub-{subject}", "dtype-{data_type}"),
     threads: 1
     resources:
         mem_mb=config["resources"]["simulation_mem_mb"],

@@ -1,4 +1,4 @@
-"""Image panel of the first evaluation subject: every method beside the truth.
+"""Image panel of the first evaluation unit: every method beside the reference.
 
 T1w: the images with zoomed insets and error maps. Diffusion: colour FA, and the FA and MD
 errors of each method's tensor fit.
@@ -28,7 +28,7 @@ if snakemake.rule == "plot_dti_panel":
         return {key: read(inputs[f"{owner}_{name}"]) for key, name in names.items()}
 
     figure = plot_dti_panel(
-        {method: tensor_maps(method) for method in methods}, tensor_maps("truth"), mask,
+        {method: tensor_maps(method) for method in methods}, tensor_maps("reference"), mask,
         title=title,
     )
 else:
@@ -36,5 +36,5 @@ else:
     for method in methods:
         image = load_nifti(inputs[method], ndim=(3, 4))[0]
         images[method] = image[..., 0] if image.ndim == 4 else image
-    figure = plot_image_panel(images, read(inputs.truth), mask, title=title)
+    figure = plot_image_panel(images, read(inputs.reference), mask, title=title)
 save_figure(figure, snakemake.output.png, snakemake.output.pdf)

@@ -13,7 +13,7 @@ from noise2average.training import build_network, pretrain, save_checkpoint, set
 data_type = snakemake.wildcards.data_type
 # T1w: (X, Y, Z, repetition); diffusion: (X, Y, Z, volume, repetition), volumes as channels.
 noisy = [load_nifti(path, ndim=(4, 5))[0] for path in snakemake.input.noisy]
-references = [load_nifti(path, ndim=(3, 4))[0] for path in snakemake.input.truth]
+references = [load_nifti(path, ndim=(3, 4))[0] for path in snakemake.input.reference]
 channels = {1 if series.ndim == 4 else series.shape[3] for series in noisy}
 if len(channels) != 1:
     raise ValueError(

@@ -36,7 +36,7 @@ else:
     subject = simulate_subject(data_type, seed=seed, params=snakemake.params.simulation)
     simulation = snakemake.params.simulation
 
-save_nifti(output.truth, subject.truth, subject.affine)
+save_nifti(output.reference, subject.truth, subject.affine)
 save_nifti(output.mask, subject.mask, subject.affine)
 save_nifti(output.dseg, subject.dseg, subject.affine, dtype=np.int8)
 save_nifti(output.noisy, subject.repetitions, subject.affine)
