@@ -1,7 +1,6 @@
-# Noise2Average benchmark: simulate repeated noisy scans or read them from BIDS data (local or
-# downloaded and verified), pretrain the MU-Net,
-# denoise every subject with every method, fit diffusion tensors, score against the
-# reference, plot and report.
+# Noise2Average benchmark: simulate repeated noisy scans or read them from BIDS data (local,
+# or downloaded and verified), pretrain the MU-Net, denoise every subject with every method,
+# fit diffusion tensors, score against the reference, plot and report.
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -1,11 +1,9 @@
 import hashlib
-import http.server
 import io
 import json
 import logging
 import runpy
 import sys
-import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +28,12 @@ SHA256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 SECRET = "fake-secret-value-do-not-leak"
 
 
+@pytest.fixture(autouse=True)
+def progress_every_chunk(monkeypatch):
+    """Every chunk logs a progress line, so the tests see the log of a long download."""
+    monkeypatch.setattr(download, "_PROGRESS_S", 0.0)
+
+
 def md5(data):
     return hashlib.md5(data).hexdigest()
 
@@ -38,74 +42,6 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-class Server:
-    """What the local HTTP server serves, how it misbehaves, and the requests it received."""
-
-    def __init__(self, root):
-        self.root = root
-        self.requests = []
-        self.corrupt = set()
-        self.truncated = set()  # paths whose connection closes after half the bytes
-        self.missing = set()
-        self.failures = {}  # path -> number of HTTP 500 answers still to give
-        self.url = None
-
-    def add(self, path, content):
-        """Serve ``content`` (bytes or text) at ``/path``; returns the bytes."""
-        content = content.encode() if isinstance(content, str) else content
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-        return content
-
-    def count(self, path):
-        return self.requests.count(f"/{path}")
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A local HTTP server on 127.0.0.1 serving files from a temporary folder."""
-    # A proxy from the environment would intercept the requests to 127.0.0.1.
-    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                     "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setattr(download, "_PROGRESS_S", 0.0)  # every chunk logs a progress line
-    state = Server(tmp_path / "served")
-    state.root.mkdir()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            path = self.path
-            state.requests.append(path)
-            name = path.lstrip("/")
-            file = state.root / name
-            if state.failures.get(name, 0) > 0:
-                state.failures[name] -= 1
-                self.send_error(500)
-            elif name in state.missing or not file.is_file():
-                self.send_error(404)
-            else:
-                content = file.read_bytes()
-                if name in state.corrupt:
-                    content = bytes([content[0] ^ 0xFF]) + content[1:]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                if name in state.truncated:
-                    content = content[:len(content) // 2]
-                self.wfile.write(content)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
 
 
 @pytest.fixture
@@ -516,7 +452,7 @@ def test_download_script_resolves_the_annex_key(server, bids, tmp_path, run_scri
     )
     assert Path(output["file"]).read_bytes() == content
     record = json.loads(Path(output["record"]).read_text())
-    assert record["checksum_origin"] == "annex key 1.0.0"
+    assert record["checksum_origin"] == "snapshot 1.0.0"
     assert record["md5"] == md5(content) and record["size"] == len(content)
     assert "MB/s" in (tmp_path / "download.log").read_text()
 
@@ -527,7 +463,7 @@ def test_download_script_hcp_never_logs_credentials(tmp_path, credentials, monke
     monkeypatch.setattr(download, "_s3_client", lambda: FakeS3({KEY: content}))
     output = {"file": str(tmp_path / "raw/T1w.nii.gz"), "record": str(tmp_path / "raw/T1w.json")}
     run_script("download_file.py",
-               params={"source": "hcp", "bucket": "hcp-openaccess", "key": KEY},
+               params={"download": {"source": "hcp", "bucket": "hcp-openaccess", "key": KEY}},
                output=output, log=tmp_path / "download.log")
     record = json.loads(Path(output["record"]).read_text())
     assert record["checksum_origin"] == "S3 ETag" and record["md5"] == md5(content)

@@ -51,10 +51,14 @@ def test_default_dry_run_builds_every_job(run_snakemake):
     assert counts["plot_dti_panel"] == len(dwi)
 
 
-@pytest.mark.parametrize("preset", ["paper.yaml", "test.yaml"])
+@pytest.mark.parametrize("preset", ["paper.yaml", "test.yaml", "openneuro.yaml", "hcp.yaml"])
 def test_presets_dry_run(run_snakemake, preset):
     counts = job_counts(run_snakemake("-n", configfile=REPO / "config" / preset).stdout)
     assert counts["all"] == 1
+    config = yaml.safe_load((REPO / "config" / preset).read_text())
+    listed = sum(len(dataset.get("files", [])) for dataset in config["datasets"])
+    # Every listed file is read, so downloaded (nothing is cached in a fresh working directory).
+    assert counts.get("download_file", 0) == listed
 
 
 def test_lint_is_clean(run_snakemake):

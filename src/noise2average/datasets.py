@@ -80,8 +80,6 @@ def _download_manifest(entry, cache_dir):
         if path in manifest:
             _fail(name, f"files[{index}].path", f"{path} is listed twice")
         manifest[path] = record
-    if "dataset_description.json" not in manifest and entry["source"] == "openneuro":
-        manifest["dataset_description.json"] = {"path": "dataset_description.json"}
     return manifest
 
 
@@ -108,15 +106,33 @@ def _dataset_masks(paths, sets, data_type):
     }
 
 
+def _resolve_units(name, key, labels, sets, data_type):
+    """Unit labels for configured labels: a unit itself, or a subject with one unit."""
+    units = []
+    for label in labels:
+        if label in sets:
+            units.append(label)
+            continue
+        matches = [unit for unit, found in sets.items() if found.subject == label]
+        if len(matches) != 1:
+            problem = (f"has several sessions {matches}: name one as <sub>_ses-<ses> or set "
+                       "`sessions`") if matches else "has no"
+            _fail(name, key, f"{label!r} {problem} {data_type} repetitions"
+                  f"{'' if matches else f' (found: {sorted(sets)})'}")
+        units.append(matches[0])
+    return units
+
+
 def _real_plan(entry, paths):
     name = entry["name"]
     subjects = entry.get("subjects") or {}
-    training = [_label(s) for s in subjects.get("training") or []]
+    training_labels = [_label(s) for s in subjects.get("training") or []]
     requested = subjects.get("evaluation", "all")
-    sessions = entry.get("sessions")
     plan = {}
     for data_type, options in _data_type_options(name, entry["data_types"]).items():
-        explicit = None if requested == "all" else [_label(s) for s in requested] + training
+        explicit = None
+        if requested != "all":
+            explicit = [_label(s).split("_ses-")[0] for s in [*requested, *training_labels]]
         try:
             sets = _bids.find_repetitions(
                 paths,
@@ -124,19 +140,18 @@ def _real_plan(entry, paths):
                 filters=options.get("filters"),
                 repetition_entity=options.get("repetition_entity", "default"),
                 subjects=explicit,
-                sessions=sessions,
+                sessions=entry.get("sessions"),
                 min_repetitions=1 if data_type == "dti_subsets" else 2,
             )
         except ValueError as error:
             _fail(name, f"data_types.{data_type}", str(error))
-        missing = [unit for unit in training if unit not in sets]
-        if missing:
-            _fail(name, "subjects.training",
-                  f"{missing} have no {data_type} repetitions (found: {sorted(sets)})")
+        training = _resolve_units(name, "subjects.training", training_labels, sets, data_type)
         if requested == "all":
             evaluation = sorted(unit for unit in sets if unit not in training)
         else:
-            evaluation = [unit for unit in sets if unit not in training]
+            evaluation = [unit for unit in _resolve_units(
+                name, "subjects.evaluation", [_label(s) for s in requested], sets, data_type)
+                if unit not in training]
         if not evaluation:
             _fail(name, "subjects.evaluation",
                   f"no {data_type} unit left to evaluate (found: {sorted(sets)}, training: {training})")

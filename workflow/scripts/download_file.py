@@ -4,10 +4,10 @@ OpenNeuro files are checked against the checksum in the configuration or, when n
 given, against the git-annex key of the pinned snapshot. HCP files come from S3 with the
 credentials in the environment, which are never logged.
 
-The settings come as the rule's params, either one by one or gathered in one ``download``
-dict: ``source`` ("openneuro" or "hcp"), optional ``size``, ``md5``, ``sha256`` and
-``retries``; for OpenNeuro ``url`` and, to resolve a missing checksum, ``dataset_id``,
-``version``, ``path`` and ``annex_base_url``; for the HCP ``bucket`` and ``key``.
+The rule's ``download`` param holds ``source`` ("openneuro" or "hcp"), optional ``size``,
+``md5``, ``sha256`` and ``retries``; for OpenNeuro ``url`` and, to resolve a missing
+checksum, ``dataset_id``, ``version``, ``path`` and ``annex_base_url``; for the HCP
+``bucket`` and ``key``.
 """
 
 from noise2average.runtime import configure_logging
@@ -17,7 +17,7 @@ log = configure_logging(snakemake.log[0])
 from noise2average.download import fetch, fetch_s3, resolve_checksum
 from noise2average.io import write_json
 
-settings = snakemake.params.get("download") or snakemake.params
+settings = snakemake.params.download
 source = settings.get("source")
 size = settings.get("size")
 retries = {"retries": settings["retries"]} if settings.get("retries") is not None else {}
@@ -38,7 +38,8 @@ if source == "openneuro":
         # A size in the configuration still has to agree with the file: fetch checks it.
         size = key.pop("size") if size is None else size
         checksum = key
-        origin = f"annex key {version}"
+        # The snapshot's git-annex key, or for small files kept in git their content there.
+        origin = f"snapshot {version}"
     result = fetch(settings["url"], snakemake.output.file, size=size, **checksum, **retries,
                    log=log)
 elif source == "hcp":
