@@ -1,4 +1,5 @@
 import http.server
+import re
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def job_counts(dry_run_output):
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    table = dry_run_output.split("Job stats:")[1]
+    return {
+        match.group(1): int(match.group(2))
+        for match in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)
+    }
 
 
 def snakemake_command(*args, workdir, configfiles=()):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bids_example import bids_config, write_bids_example
-from conftest import REPO
+from conftest import REPO, job_counts
 from noise2average.bids import find_repetitions, list_bids_files
 from noise2average.datasets import plan_dataset, reference_label
 from noise2average.ingest import ingest_repetitions
@@ -115,6 +115,20 @@ def test_grids_that_differ_are_an_error_or_registered(editable_example):
     after = aligned.info["alignment_correlation_with_first"][1]
     assert after > before + 0.05, (before, after)
     assert aligned.info["registration"].startswith("rigid")
+
+
+def test_t1w_runs_with_a_singleton_fourth_axis_and_4d_runs(editable_example):
+    root = editable_example
+    runs = _set(root, "t1w_rep")
+    path = root / runs.images[0]
+    image = nib.load(path)
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image(data[..., None], image.affine), path)
+    unit = ingest_repetitions(root, runs, "t1w_rep")
+    np.testing.assert_array_equal(unit.noisy[..., 0], data)
+    nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), image.affine), path)
+    with pytest.raises(ValueError, match=rf"{path.name}: 2 volumes along the 4th axis"):
+        ingest_repetitions(root, runs, "t1w_rep")
 
 
 def test_dwi_repetitions_need_one_gradient_table(editable_example):
@@ -283,3 +297,19 @@ def test_subject_labels_resolve_to_their_session(tmp_path):
     assert units["training"] == ["a_ses-2"] and units["evaluation"] == ["b_ses-2"]
     assert plan["root"] == tmp_path.resolve() / "openneuro" / "ds000001"
     assert sorted(plan["downloads"]) == sorted(files)
+
+
+def test_one_run_mixes_the_phantom_and_a_bids_dataset(run_snakemake, example):
+    config = bids_config(example, results_dir="results_mixed")
+    config["datasets"].insert(0, {
+        "name": "synthetic", "source": "synthetic", "data_types": ["t1w_rep"],
+        "subjects": {"evaluation": ["01"], "training": ["train01"]},
+    })
+    path = run_snakemake.workdir / "mixed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    counts = job_counts(
+        run_snakemake("-n", configfile=None, extra_configfiles=[TEST_CONFIG, path]).stdout)
+    assert counts["simulate_subject"] == 2                 # one evaluation, one training
+    assert counts["ingest_anat"] == counts["ingest_dwi"] == 4   # two types x two units
+    assert counts["pretrain_network"] == 1 + 4
+    assert counts["plot_image_panel"] == 1 + 2 and counts["plot_dti_panel"] == 2

@@ -133,7 +133,7 @@ def plot_image_panel(images, reference, mask, *, title, slice_index=None, inset=
         Method name -> volume (float, intensity units), in display order (a dict keeps its
         insertion order).
     reference : ndarray, shape (X, Y, Z)
-        Ground truth, same units.
+        Reference (the ground truth, or a real dataset's best estimate), same units.
     mask : ndarray of bool, shape (X, Y, Z)
         Brain mask: picks the default slice and inset, the intensity window and the voxels
         of the error maps.
@@ -454,7 +454,7 @@ def plot_metric_distributions(metrics, *, data_type, dataset=None, region=None, 
     matplotlib.figure.Figure
         One axes per metric (up to 3 per row), titled with the metric name, x tick labels =
         methods in the fixed order, one point per subject; a dotted line at 1 for the
-        sharpness (the truth).
+        sharpness (the reference).
 
     Raises
     ------

@@ -87,6 +87,18 @@ def _same_table(names, tables):
             )
 
 
+def _volume(image, name):
+    """A T1w image as a 3D volume; converters often write a trailing axis of length 1."""
+    if image.ndim == 4:
+        if image.shape[3] != 1:
+            raise ValueError(
+                f"{name}: {image.shape[3]} volumes along the 4th axis, but a T1w repetition is "
+                "one 3D volume"
+            )
+        return image[..., 0]
+    return image
+
+
 def _alignment_volume(image, bvals, b0_threshold):
     """The 3D volume registration works on: the image, or a series' mean b=0 volume."""
     if image.ndim == 3:
@@ -181,8 +193,8 @@ def ingest_repetitions(bids_dir, repetition_set, data_type, *, inputs=2, registr
                 for sidecars in repetition_set.sidecars]
     parameters = _bids.repetition_metadata(metadata, data_type=data_type, names=names)
 
-    loaded = [load_nifti(name, ndim=4 if dwi else 3) for name in names]
-    images = [image for image, _, _ in loaded]
+    loaded = [load_nifti(name, ndim=4 if dwi else (3, 4)) for name in names]
+    images = [image if dwi else _volume(image, name) for (image, _, _), name in zip(loaded, names)]
     affines = [affine for _, affine, _ in loaded]
     header = loaded[0][2]
     bvals = bvecs = None

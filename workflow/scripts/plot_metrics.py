@@ -14,6 +14,7 @@ plotters = {
 }
 metrics = pd.read_csv(snakemake.input.metrics, dtype={"subject": str, "iteration": str})
 figure = plotters[snakemake.rule](
-    metrics, data_type=snakemake.wildcards.data_type, **snakemake.params.selection
+    metrics, data_type=snakemake.wildcards.data_type, dataset=snakemake.wildcards.dataset,
+    **snakemake.params.selection
 )
 save_figure(figure, snakemake.output.png, snakemake.output.pdf)
