@@ -1,6 +1,5 @@
 """The Snakemake workflow: schema validation, the DAG of every config, lint, a real tiny run."""
 
-
 import pandas as pd
 import pytest
 import yaml
