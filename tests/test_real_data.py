@@ -14,7 +14,7 @@ import yaml
 from bids_example import bids_config, write_bids_example
 from conftest import REPO, job_counts
 from noise2average.bids import find_repetitions, list_bids_files
-from noise2average.datasets import plan_dataset, reference_label
+from noise2average.datasets import derivative_description, plan_dataset, reference_label
 from noise2average.ingest import ingest_repetitions
 
 TEST_CONFIG = REPO / "config" / "test.yaml"
@@ -74,6 +74,15 @@ def test_plan_errors_name_the_dataset_and_key(example, changes, message):
         plan_dataset(_entry(example, **changes), cache_dir="unused")
 
 
+def test_derivative_description_names_the_source():
+    entry = {"name": "aomic", "source": "openneuro", "dataset_id": "ds003097", "version": "1.2.1"}
+    description = derivative_description(entry, version="9.9")
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Version"] == "9.9"
+    assert description["SourceDatasets"] == [
+        {"URL": "https://openneuro.org/datasets/ds003097/versions/1.2.1", "Version": "1.2.1"}]
+
+
 def test_plan_of_a_missing_bids_directory(tmp_path):
     with pytest.raises(ValueError, match="example: bids_dir: .*missing"):
         plan_dataset(_entry(tmp_path / "missing"), cache_dir="unused")
@@ -129,6 +138,27 @@ def test_t1w_runs_with_a_singleton_fourth_axis_and_4d_runs(editable_example):
     nib.save(nib.Nifti1Image(np.stack([data, data], axis=-1), image.affine), path)
     with pytest.raises(ValueError, match=rf"{path.name}: 2 volumes along the 4th axis"):
         ingest_repetitions(root, runs, "t1w_rep")
+
+
+def test_a_mask_shipped_with_the_dataset_is_used(editable_example):
+    root = editable_example
+    runs = _set(root, "t1w_rep")
+    first = nib.load(root / runs.images[0])
+    box = np.zeros(first.shape, dtype=np.uint8)
+    box[5:-5, 5:-5, 2:-2] = 1
+    mask_path = root / "sub-01/anat/sub-01_desc-brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(box, first.affine), mask_path)
+    plan = plan_dataset(_entry(root), cache_dir="unused")
+    assert plan["data_types"]["t1w_rep"]["masks"] == {
+        "01": "sub-01/anat/sub-01_desc-brain_mask.nii.gz", "02": None}
+    unit = ingest_repetitions(root, runs, "t1w_rep", mask_path=mask_path)
+    np.testing.assert_array_equal(unit.mask, box > 0)
+    assert unit.info["mask"] == f"from the dataset: {mask_path}"
+    shifted = first.affine.copy()
+    shifted[2, 3] += 3.0
+    nib.save(nib.Nifti1Image(box, shifted), mask_path)
+    with pytest.raises(ValueError, match="sub-01_desc-brain_mask.nii.gz"):
+        ingest_repetitions(root, runs, "t1w_rep", mask_path=mask_path)
 
 
 def test_dwi_repetitions_need_one_gradient_table(editable_example):
@@ -191,6 +221,9 @@ def test_bids_dataset_end_to_end(run_snakemake, example):
     assert "software" in sidecar and sidecar["registration"].startswith("none")
     summary = (results / "summary.md").read_text()
     assert "Reference: mean of all 3 runs (not a ground truth)." in summary
+    description = json.loads((results / "example/dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["SourceDatasets"] == [{"URL": example.resolve().as_uri()}]
     for data_type, kind in {"t1w_rep": "panel", "dti_subsets": "dti"}.items():
         assert (results / "figures" / f"example_dtype-{data_type}_{kind}.png").stat().st_size > 1000
     rerun = run_snakemake("-n", configfile=None, extra_configfiles=[TEST_CONFIG, config])

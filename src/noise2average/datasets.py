@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from . import bids as _bids
 
-__all__ = ["SOURCES", "REFERENCE_SYNTHETIC", "plan_dataset", "reference_label"]
+__all__ = ["SOURCES", "REFERENCE_SYNTHETIC", "plan_dataset", "reference_label",
+           "derivative_description"]
 
 SOURCES = ("synthetic", "bids", "openneuro", "hcp")
 DATA_TYPES = ("t1w_rep", "memprage", "dwi_appa", "dti_subsets")
@@ -242,3 +243,41 @@ def reference_label(plan, data_type, unit=None):
     counts = sorted({len(s.images) for s in info["sets"].values()})
     count = "/".join(str(c) for c in counts)
     return f"mean of all {count} {noun} (not a ground truth)"
+
+
+def derivative_description(entry, *, version):
+    """``dataset_description.json`` of a dataset's outputs, a BIDS derivative dataset.
+
+    Parameters
+    ----------
+    entry : dict
+        The dataset's entry of the workflow config.
+    version : str
+        Version of noise2average that made the outputs.
+
+    Returns
+    -------
+    dict
+        ``Name``, ``BIDSVersion``, ``DatasetType`` ("derivative"), ``GeneratedBy`` and
+        ``SourceDatasets`` (where the inputs came from).
+    """
+    source = entry["source"]
+    if source == "synthetic":
+        origin = {"Name": "noise2average phantom from the Colin 27 average brain (MNI)"}
+    elif source == "bids":
+        origin = {"URL": Path(entry["bids_dir"]).expanduser().resolve().as_uri()}
+    elif source == "openneuro":
+        origin = {"URL": f"https://openneuro.org/datasets/{entry['dataset_id']}"
+                         + (f"/versions/{entry['version']}" if entry.get("version") else ""),
+                  "Version": entry.get("version")}
+    else:
+        origin = {"Name": "Human Connectome Project, WU-Minn HCP 1200 (hcp-openaccess S3)"}
+    return {
+        "Name": f"noise2average denoising benchmark: {entry['name']}",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "noise2average", "Version": version,
+                         "Description": "repetitions, references, denoised images, tensor "
+                                        "maps and metrics"}],
+        "SourceDatasets": [{key: value for key, value in origin.items() if value is not None}],
+    }

@@ -11,7 +11,7 @@ __all__ = ["configure_logging", "derive_seed", "set_num_threads", "software_vers
 
 _PACKAGES = (
     "noise2average", "numpy", "scipy", "torch", "nibabel", "numba", "bm4d", "dipy",
-    "pandas", "matplotlib", "snakemake",
+    "pandas", "matplotlib", "snakemake", "pybids", "boto3",
 )
 
 

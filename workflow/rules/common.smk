@@ -319,6 +319,7 @@ def get_final_output():
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         f"{RESULTS}/provenance/versions.json",
+        *[f"{RESULTS}/{dataset}/dataset_description.json" for dataset in DATASETS],
         *figures,
     ]
 
@@ -384,11 +385,16 @@ def ingest_inputs(wildcards):
     return inputs
 
 
+def dataset_entry(dataset):
+    """The config entry of a dataset."""
+    return next(entry for entry in config["datasets"] if entry["name"] == dataset)
+
+
 def ingest_settings(wildcards):
     """How a unit is ingested: root, repetition set, inputs, registration, SDnDTI options."""
     plan = DATASETS[wildcards.dataset]
     info = plan["data_types"][wildcards.data_type]
-    entry = next(e for e in config["datasets"] if e["name"] == wildcards.dataset)
+    entry = dataset_entry(wildcards.dataset)
     diffusion = config["diffusion"]
     subsets = diffusion["dti_subsets"]
     return {

@@ -83,3 +83,21 @@ rule record_provenance:
         "../../envs/torch.yaml"
     script:
         "../scripts/record_provenance.py"
+
+
+# Each dataset's output folder is a BIDS derivative dataset.
+rule describe_derivatives:
+    output:
+        description=f"{RESULTS}/{{dataset}}/dataset_description.json",
+    params:
+        entry=lambda wildcards: dataset_entry(wildcards.dataset),
+    log:
+        log_file("describe_derivatives", "{dataset}"),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../scripts/describe_derivatives.py"
