@@ -87,6 +87,12 @@ def _same_table(names, tables):
             )
 
 
+def _unit_directions(bvals, bvecs):
+    """The table with its directions scaled to unit length (files carry 4-6 decimals)."""
+    norms = np.linalg.norm(bvecs, axis=1, keepdims=True)
+    return bvals, np.where(norms > 1e-6, bvecs / np.where(norms > 1e-6, norms, 1.0), 0.0)
+
+
 def _volume(image, name):
     """A T1w image as a 3D volume; converters often write a trailing axis of length 1."""
     if image.ndim == 4:
@@ -200,7 +206,7 @@ def ingest_repetitions(bids_dir, repetition_set, data_type, *, inputs=2, registr
     bvals = bvecs = None
     if dwi:
         tables = [
-            load_gradients(root / bval, root / bvec, n_volumes=image.shape[3])
+            _unit_directions(*load_gradients(root / bval, root / bvec, n_volumes=image.shape[3]))
             for bval, bvec, image in zip(repetition_set.bvals, repetition_set.bvecs, images)
         ]
         _same_table(names, tables)

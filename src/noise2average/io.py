@@ -229,6 +229,7 @@ def load_gradients(bval_path, bvec_path, *, n_volumes=None):
             f"{bval_path}: {bvals.size} b-values for a series of {n_volumes} volumes"
         )
     norms = np.linalg.norm(bvecs, axis=1)
-    if not np.allclose(norms[norms > 1e-6], 1.0, atol=1e-3):
+    # dipy's tolerance: tables written with 3-4 decimals are off by up to ~1e-3.
+    if not np.allclose(norms[norms > 1e-6], 1.0, atol=1e-2):
         raise ValueError(f"{bvec_path}: directions must be unit vectors (or zero for b=0)")
     return bvals, bvecs
