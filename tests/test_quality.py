@@ -77,6 +77,10 @@ def test_residual_whiteness_white_and_smooth(head):
     assert residual_whiteness(smooth, head) > 0.5
     both = residual_whiteness(np.stack([white, smooth], -1), head)
     assert_allclose(both, np.mean([residual_whiteness(v, head) for v in (white, smooth)]))
+    # A volume left unchanged (zero residual) is skipped, not NaN for the whole series.
+    with_unchanged = residual_whiteness(np.stack([np.zeros(SHAPE), smooth], -1), head)
+    assert_allclose(with_unchanged, residual_whiteness(smooth, head))
+    assert np.isnan(residual_whiteness(np.zeros(SHAPE + (2,)), head))
 
 
 def test_snr_scales(clean, head):
@@ -87,24 +91,33 @@ def test_snr_scales(clean, head):
     assert np.isnan(snr(clean, head, float("nan")))
 
 
-def test_no_reference_metrics_pass_through_and_zeroed_background(clean, head):
+def test_no_reference_metrics(clean, head):
     noisy = add_magnitude_noise(clean, SIGMA, np.random.default_rng(9))
-    # A perfect denoiser inside the head that passes the background through: the
-    # background sigma is that of the input, the residual the (white) noise.
-    passed = np.where(head, clean, noisy)
-    metrics = no_reference_metrics(passed, noisy, head)
-    assert set(metrics) == {"background_sigma", "snr", "residual_std", "residual_whiteness"}
-    assert_allclose(metrics["background_sigma"], SIGMA, rtol=0.03)
-    assert_allclose(metrics["snr"], 100.0 / metrics["background_sigma"])
-    assert_allclose(metrics["residual_std"], SIGMA, rtol=0.05)
-    assert abs(metrics["residual_whiteness"]) < 0.05
-    # The same result with the background zeroed has no background sigma.
-    zeroed = no_reference_metrics(np.where(head, clean, 0.0), noisy, head)
-    assert np.isnan(zeroed["background_sigma"]) and np.isnan(zeroed["snr"])
-    assert zeroed["residual_std"] == metrics["residual_std"]
+    # The input itself: the noise left is the input's, also measured in the air around it.
+    raw = no_reference_metrics(noisy, noisy, head)
+    assert set(raw) == {"background_sigma", "noise_sigma", "snr", "residual_std",
+                        "residual_whiteness"}
+    assert_allclose(raw["background_sigma"], SIGMA, rtol=0.03)
+    assert_allclose(raw["noise_sigma"], SIGMA, rtol=0.1)
+    assert_allclose(raw["snr"], noisy[head].mean() / raw["noise_sigma"])
+    assert raw["residual_std"] == 0
+    # Half the noise removed inside the head: half the noise left, the input's background
+    # level unchanged (it describes the input, whatever a method does with the air), a
+    # white residual of half the noise.
+    half = np.where(head, (noisy + clean) / 2, 0.0)
+    halved = no_reference_metrics(half, noisy, head)
+    assert halved["background_sigma"] == raw["background_sigma"]
+    assert_allclose(halved["noise_sigma"], SIGMA / 2, rtol=0.1)
+    assert_allclose(halved["residual_std"], SIGMA / 2, rtol=0.05)
+    assert abs(halved["residual_whiteness"]) < 0.05
     # A smoothing denoiser leaves structure (edges) in the residual.
     smoothed = ndimage.gaussian_filter(noisy, 2.0)
     assert no_reference_metrics(smoothed, noisy, head)["residual_whiteness"] > 0.1
+    # No air in the field of view (cropped to the head): no background level, the rest
+    # still measured.
+    tissue = add_magnitude_noise(np.full(SHAPE, 100.0), SIGMA, np.random.default_rng(2))
+    filled = no_reference_metrics(tissue, tissue, head)
+    assert np.isnan(filled["background_sigma"]) and np.isfinite(filled["noise_sigma"])
 
 
 def test_errors_name_the_problem(clean, head):

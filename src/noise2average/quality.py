@@ -9,6 +9,9 @@ background sigma
     ``sigma = sqrt(mean(m^2) / (2 L))``. Unlike the mean or the standard deviation of
     ``m`` this needs no distribution constant beyond ``2 L``. Voxels that are exactly 0
     (zero-filled k-space, masked-out or clipped voxels) carry no noise and are excluded.
+noise sigma
+    The noise level left in a result inside the brain, from its finest wavelet sub-band
+    (`noise_estimate.estimate_sigma`).
 SNR
     Mean signal inside a mask divided by a noise level.
 residual whiteness
@@ -202,15 +205,34 @@ def residual_whiteness(residual, mask):
         For each axis, ``sum(a b) / sqrt(sum(a^2) sum(b^2))`` over the in-mask pairs of
         neighbours ``(a, b)``, values taken about the in-mask mean; the mean over the
         axes (axes without a pair, e.g. a single slice, are skipped) and, for a series,
-        over volumes. About 0 for white noise, near 1 for smooth structure; NaN for a
-        residual constant in the mask (e.g. zero: nothing removed).
+        over the volumes whose residual is not constant (a volume the method left
+        unchanged, such as the shared b0 of SDnDTI repetitions, has nothing to judge).
+        About 0 for white noise, near 1 for smooth structure; NaN when the residual is
+        constant in the mask in every volume (e.g. zero: nothing removed).
     """
     mask = _mask3d(mask, "mask")
     volumes = _volumes(residual, mask.shape, "residual")
-    return float(np.mean([_lag1_autocorrelation(v, mask) for v in np.moveaxis(volumes, -1, 0)]))
+    values = [_lag1_autocorrelation(v, mask) for v in np.moveaxis(volumes, -1, 0)]
+    finite = [value for value in values if np.isfinite(value)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
-def no_reference_metrics(image, noisy, head_mask, *, coils=1):
+def _input_background(noisy):
+    """Air around the head of the noisy input, or None when it has no air to find.
+
+    The head is `masking.t1w_brain_mask` of the mean over volumes (a head-region mask,
+    scalp included), dilated by `background_mask`'s margin; a brain mask would leave the
+    scalp and skull in the "background".
+    """
+    from .masking import t1w_brain_mask
+
+    try:
+        return background_mask(t1w_brain_mask(noisy.mean(axis=-1)))
+    except ValueError:
+        return None
+
+
+def no_reference_metrics(image, noisy, brain_mask, *, coils=1):
     """Quality measures of a denoised image that need no ground truth.
 
     Parameters
@@ -218,37 +240,43 @@ def no_reference_metrics(image, noisy, head_mask, *, coils=1):
     image : array_like of shape (X, Y, Z) or (X, Y, Z, N)
         Denoised magnitude image or series.
     noisy : array_like, shape of ``image``
-        The noisy input it was computed from.
-    head_mask : array_like of bool, shape (X, Y, Z)
-        Brain (or head) mask: the signal region, and the region whose dilation
-        `background_mask` (default margins) excludes from the background.
+        A noisy input it was computed from (the workflow passes the first repetition).
+    brain_mask : array_like of bool, shape (X, Y, Z)
+        Region where the measures look at the result.
     coils : int, optional
         Root-sum-of-squares channels of the magnitude data (`background_sigma`).
 
     Returns
     -------
     metrics : dict of str to float
-        ``background_sigma`` (`background_sigma` of ``image``), ``snr`` (mean of ``image``
-        in the mask over that sigma), ``residual_std`` (std of ``noisy - image`` in the
-        mask) and ``residual_whiteness`` (`residual_whiteness` of ``noisy - image``).
+        ``background_sigma``: the noise level of the *input*, from the air around its head
+        (`background_sigma`; NaN without air in the field of view), the same for every
+        method of a subject: the scale for the next two. ``noise_sigma``: the noise level
+        left in the result inside the mask, from its finest wavelet sub-band
+        (`noise_estimate.estimate_sigma`, median over volumes). ``snr``: mean of the result
+        in the mask over ``noise_sigma``. ``residual_std`` and ``residual_whiteness``: of
+        ``noisy - image`` in the mask (`residual_whiteness`).
 
     Notes
     -----
-    ``background_sigma`` and hence ``snr`` are comparable between methods only when they
-    treat the background alike. A method that passes the background through (denoises
-    inside a mask only) reports the noise level of the input; one that zeroes it reports
-    NaN; one that denoises it reports a lowered level and an inflated SNR although the
-    brain may be no better. Compare them with ``residual_std`` and
-    ``residual_whiteness``, which look inside the mask only.
+    ``noise_sigma`` measures what is left at the finest scale, noise and fine detail alike:
+    blurring lowers it as much as denoising does. Read it with ``residual_whiteness``,
+    which rises when a method removes structure rather than noise.
     """
-    head = _mask3d(head_mask, "head_mask")
+    from .noise_estimate import estimate_sigma
+
+    brain = _mask3d(brain_mask, "brain_mask")
     check_shapes(image, reference_name="image", noisy=noisy)
-    image = _volumes(image, head.shape, "image")
-    residual = _volumes(noisy, head.shape, "noisy") - image
-    sigma = background_sigma(image, background_mask(head), coils=coils)
+    image = _volumes(image, brain.shape, "image")
+    noisy = _volumes(noisy, brain.shape, "noisy")
+    background = _input_background(noisy)
+    residual = noisy - image
+    left = float(np.median([estimate_sigma(volume, brain) for volume in np.moveaxis(image, -1, 0)]))
     return {
-        "background_sigma": sigma,
-        "snr": snr(image, head, sigma),
-        "residual_std": float(residual[head].std()),
-        "residual_whiteness": residual_whiteness(residual, head),
+        "background_sigma": (float("nan") if background is None
+                             else background_sigma(noisy, background, coils=coils)),
+        "noise_sigma": left,
+        "snr": snr(image, brain, left) if left > 0 else float("inf"),
+        "residual_std": float(residual[brain].std()),
+        "residual_whiteness": residual_whiteness(residual, brain),
     }
