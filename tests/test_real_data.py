@@ -161,6 +161,16 @@ def test_a_mask_shipped_with_the_dataset_is_used(editable_example):
         ingest_repetitions(root, runs, "t1w_rep", mask_path=mask_path)
 
 
+def test_dwi_pair_with_one_phase_encoding_is_flagged(editable_example):
+    root = editable_example
+    pair = _set(root, "dwi_appa")
+    assert ingest_repetitions(root, pair, "dwi_appa").info["warnings"] == []
+    sidecar = root / pair.sidecars[1][-1]
+    sidecar.write_text(json.dumps({"PhaseEncodingDirection": "j-", "TotalReadoutTime": 0.05}))
+    warnings = ingest_repetitions(root, pair, "dwi_appa").info["warnings"]
+    assert len(warnings) == 1 and "share PhaseEncodingDirection 'j-'" in warnings[0]
+
+
 def test_dwi_repetitions_need_one_gradient_table(editable_example):
     root = editable_example
     pair = _set(root, "dwi_appa")

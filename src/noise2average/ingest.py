@@ -14,6 +14,7 @@ first (``"rigid"``), as a real preprocessing pipeline would. Everything is check
 heavy computation, and errors name the file.
 """
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from . import sdndti as _sdndti
 from .io import load_gradients, load_nifti
 
 __all__ = ["Ingested", "ingest_repetitions"]
+
+_LOG = logging.getLogger(__name__)
 
 #: Largest difference between the gradient tables of two DWI repetitions: b-values
 #: (s/mm^2, relative) and directions (sign-invariant, 1 - |cos|).
@@ -85,6 +88,20 @@ def _same_table(names, tables):
                 f"{name}: its gradient table differs from {names[0]}'s; the repetitions "
                 "of a diffusion series need one gradient table"
             )
+
+
+def _acquisition_warnings(data_type, parameters, names):
+    """Sidecar facts that contradict the data type, worth a look but not a stop."""
+    warnings = []
+    directions = parameters.get("PhaseEncodingDirection") or []
+    if data_type == "dwi_appa" and None not in directions and len(set(directions)) == 1:
+        warnings.append(
+            f"all repetitions share PhaseEncodingDirection {directions[0]!r} although "
+            f"dwi_appa expects opposite phase encoding: {', '.join(names)}"
+        )
+    for warning in warnings:
+        _LOG.warning(warning)
+    return warnings
 
 
 def _unit_directions(bvals, bvecs):
@@ -218,6 +235,7 @@ def ingest_repetitions(bids_dir, repetition_set, data_type, *, inputs=2, registr
         "repetition_labels": list(repetition_set.labels),
         "acquisition": parameters,
         **record,
+        "warnings": _acquisition_warnings(data_type, parameters, names),
     }
 
     if data_type == "dti_subsets":
