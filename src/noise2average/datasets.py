@@ -27,7 +27,6 @@ __all__ = ["SOURCES", "REFERENCE_SYNTHETIC", "plan_dataset", "reference_label",
 
 SOURCES = ("synthetic", "bids", "openneuro", "hcp")
 DATA_TYPES = ("t1w_rep", "memprage", "dwi_appa", "dti_subsets")
-DWI_TYPES = ("dwi_appa", "dti_subsets")
 REFERENCE_SYNTHETIC = "ground truth"
 _REPETITION_NOUN = {"run": "runs", "echo": "echoes", "dir": "phase-encoding directions"}
 
@@ -54,10 +53,11 @@ def _label(subject):
 
 def _synthetic_plan(entry):
     subjects = entry.get("subjects") or {}
-    evaluation = [_label(s) for s in subjects.get("evaluation") or []]
-    training = [_label(s) for s in subjects.get("training") or []]
-    if not evaluation or evaluation == "all":
+    requested = subjects.get("evaluation")
+    if not requested or requested == "all":
         _fail(entry["name"], "subjects.evaluation", "list the synthetic subjects to evaluate")
+    evaluation = [_label(s) for s in requested]
+    training = [_label(s) for s in subjects.get("training") or []]
     return {
         data_type: {"evaluation": evaluation, "training": training, "sets": {}, "masks": {},
                     "options": options}
@@ -65,7 +65,7 @@ def _synthetic_plan(entry):
     }
 
 
-def _download_manifest(entry, cache_dir):
+def _download_manifest(entry):
     """``{relative path: download record}`` of an OpenNeuro or HCP dataset."""
     name, files = entry["name"], entry.get("files") or []
     if not files:
@@ -219,13 +219,13 @@ def plan_dataset(entry, *, cache_dir):
         if not identifier:
             _fail(name, "dataset_id", "the OpenNeuro accession (e.g. ds003097) is missing")
         root = Path(cache_dir).expanduser().resolve() / source / identifier
-        downloads = _download_manifest(entry, cache_dir)
+        downloads = _download_manifest(entry)
         paths = sorted(downloads)
     return {"name": name, "source": source, "root": root, "downloads": downloads,
             "data_types": _real_plan(entry, paths)}
 
 
-def reference_label(plan, data_type, unit=None):
+def reference_label(plan, data_type):
     """What the metrics of a dataset's data type are measured against, in words.
 
     Written into the ``reference`` column of the metric tables so that no one mistakes
@@ -236,7 +236,7 @@ def reference_label(plan, data_type, unit=None):
     if data_type == "dti_subsets":
         return "tensor fit of all directions (not a ground truth)"
     info = plan["data_types"][data_type]
-    entity = (info["options"].get("repetition_entity", "default"))
+    entity = info["options"].get("repetition_entity", "default")
     if entity == "default":
         entity = _bids.REPETITION_ENTITY[data_type]
     noun = _REPETITION_NOUN.get(entity, f"{entity} repetitions")
