@@ -46,7 +46,6 @@ for _entry in config["datasets"]:
             )
 SYNTHETIC = [name for name, plan in DATASETS.items() if plan["source"] == "synthetic"]
 REAL = [name for name in DATASETS if name not in SYNTHETIC]
-DOWNLOADED = [name for name in REAL if DATASETS[name]["downloads"]]
 
 
 def data_types(dataset):
