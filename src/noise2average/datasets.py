@@ -26,7 +26,8 @@ __all__ = ["SOURCES", "REFERENCE_SYNTHETIC", "plan_dataset", "reference_label",
            "derivative_description"]
 
 SOURCES = ("synthetic", "bids", "openneuro", "hcp")
-DATA_TYPES = ("t1w_rep", "memprage", "dwi_appa", "dti_subsets")
+# The data types are those whose repetitions `bids` knows how to find.
+DATA_TYPES = tuple(_bids.REPETITION_ENTITY)
 REFERENCE_SYNTHETIC = "ground truth"
 _REPETITION_NOUN = {"run": "runs", "echo": "echoes", "dir": "phase-encoding directions"}
 
