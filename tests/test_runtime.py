@@ -1,7 +1,14 @@
-import zlib
 import logging
+import zlib
 
-from noise2average.runtime import configure_logging, derive_seed, software_versions
+import pytest
+
+from noise2average.runtime import (
+    configure_logging,
+    derive_seed,
+    software_versions,
+    training_gpus,
+)
 
 
 def test_derived_seeds_are_stable_and_distinct():
@@ -24,3 +31,15 @@ def test_logging_goes_to_the_file(tmp_path):
     log.info("hello from the test")
     logging.getLogger().handlers[0].flush()
     assert "hello from the test" in (tmp_path / "job.log").read_text()
+
+
+def test_training_gpus_follows_the_device_and_the_driver(tmp_path):
+    driver = tmp_path / "nvidiactl"
+    assert training_gpus("cuda", driver_node=str(driver)) == 1
+    assert training_gpus("cpu", driver_node=str(driver)) == 0
+    assert training_gpus("auto", driver_node=str(driver)) == 0
+    driver.touch()
+    assert training_gpus("auto", driver_node=str(driver)) == 1
+    assert training_gpus("cpu", driver_node=str(driver)) == 0
+    with pytest.raises(ValueError, match="gpu0"):
+        training_gpus("gpu0")

@@ -419,3 +419,57 @@ def test_training_stack_imports_only_numpy_and_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == ""
+
+
+# --- device-side batching ------------------------------------------------------------------
+
+def test_gather_flips_exactly_the_flagged_rows():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 2, 4, 3, 2, generator=generator)
+    w = torch.rand(5, 1, 4, 3, 2, generator=generator)
+    rows = torch.tensor([3, 0, 3, 1])
+    for flipped in ([True, False, True, False], [True] * 4, [False] * 4):
+        for axis in range(3):
+            got_x, got_w = training._gather((x, w), rows, np.array(flipped), axis)
+            for k, (row, flip) in enumerate(zip(rows.tolist(), flipped)):
+                want = torch.flip(x[row], dims=(1 + axis,)) if flip else x[row]
+                assert torch.equal(got_x[k], want)
+                assert torch.equal(got_w[k], torch.flip(w[row], dims=(1 + axis,)) if flip
+                                   else w[row])
+    # The source tensors are never modified in place.
+    assert torch.equal(x, torch.randn(5, 2, 4, 3, 2, generator=torch.Generator().manual_seed(0)))
+
+
+def test_gather_returns_the_requested_memory_format():
+    x = torch.randn(3, 2, 4, 4, 4)
+    (batch,) = training._gather((x,), torch.tensor([2, 0]), np.array([True, False]), 1,
+                                torch.channels_last_3d)
+    assert batch.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(batch[0], torch.flip(x[2], dims=(2,)))
+
+
+def test_channels_last_only_on_cuda():
+    assert training._memory_format(torch.device("cpu")) == torch.contiguous_format
+    assert training._memory_format(torch.device("cuda")) == torch.channels_last_3d
+
+
+def test_compile_setting_is_validated_and_read_from_config():
+    with pytest.raises(ValueError, match="compile"):
+        TrainingSettings(compile="yes")
+    section = {"device": "cpu", "batch_size": 2, "flip": True, "validation_fraction": 0.2,
+               "pretrain": {"epochs": 1, "learning_rate": 1e-3},
+               "finetune": {"epochs": 1, "learning_rate": 1e-4}}
+    network = {"block_size": 8, "block_stride": 6}
+    assert not training.settings_from_config(section, network, stage="finetune", seed=0).compile
+    compiled = training.settings_from_config({**section, "compile": True}, network,
+                                             stage="finetune", seed=0)
+    assert compiled.compile
+
+
+def test_cpu_state_is_contiguous_after_channels_last_training():
+    network = build_network({"in_channels": 1, "out_channels": 1, "depth": 6, "width": 4},
+                            seed=0)
+    network.to(memory_format=torch.channels_last_3d)
+    state = training._cpu_state(network)
+    conv = [value for value in state.values() if value.ndim == 5]
+    assert conv and all(value.is_contiguous() for value in conv)

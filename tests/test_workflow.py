@@ -1,5 +1,7 @@
 """The Snakemake workflow: schema validation, the DAG of every config, lint, a real tiny run."""
 
+import time
+
 import pandas as pd
 import pytest
 import yaml
@@ -29,15 +31,28 @@ def test_default_dry_run_builds_every_job(run_snakemake):
     # (the 7-volume SDnDTI repetitions are too few for it).
     assert dwi_only == ["mppca", "patch2self"] and dwi == ["dwi_appa", "dti_subsets"]
     assert counts["denoise_filter"] == subjects * (2 * len(data_types) + 3)
-    t1w_scored = len(methods) - 2 + 1  # + noisy
-    dwi_scored = {"dwi_appa": len(methods) + 1, "dti_subsets": len(methods)}
-    assert counts["compute_metrics"] == t1w_scored * subjects * len(t1w)
-    assert counts["compute_dwi_metrics"] == sum(dwi_scored.values()) * subjects
-    # One tensor fit per result: every method, and every N2A iteration beyond the last.
-    iterations = config["n2a"]["iterations"]
-    assert counts["fit_tensor"] == sum(n + iterations - 1 for n in dwi_scored.values()) * subjects
+    # One scoring job per unit and data type, over all its methods (diffusion: with the
+    # tensor fits).
+    assert counts["compute_metrics"] == subjects * len(t1w)
+    assert counts["fit_and_score_dwi"] == subjects * len(dwi)
     assert counts["plot_image_panel"] == len(t1w)
     assert counts["plot_dti_panel"] == len(dwi)
+
+
+def test_dry_run_of_500_subjects_takes_under_30_seconds(run_snakemake):
+    """The DAG of a 500-subject T1w benchmark is built in at most 30 s (docs/benchmarks.md)."""
+    subjects = [f"{k:03d}" for k in range(1, 501)]
+    override = run_snakemake.workdir / "cohort.yaml"
+    override.write_text(yaml.safe_dump({"datasets": [{
+        "name": "cohort", "source": "synthetic", "data_types": ["t1w_rep"],
+        "subjects": {"evaluation": subjects, "training": ["train01", "train02"]},
+    }]}))
+    start = time.perf_counter()
+    counts = job_counts(run_snakemake("-n", "--quiet", "rules", extra_configfiles=[override]).stdout)
+    seconds = time.perf_counter() - start
+    assert counts["denoise_n2a"] == counts["compute_metrics"] == 500
+    assert counts["simulate_subject"] == 502
+    assert seconds <= 30, f"dry run of 500 subjects took {seconds:.1f} s"
 
 
 @pytest.mark.parametrize("preset", ["paper.yaml", "test.yaml", "openneuro.yaml", "hcp.yaml"])
@@ -148,9 +163,15 @@ def test_tiny_end_to_end_run(run_snakemake):
     rerun = run_snakemake("-n", configfile=REPO / "config/test.yaml")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
 
-    # The report bundles the figures with their captions.
+    # The report bundles every figure with its caption, the summary table, the configuration
+    # and the versions.
     run_snakemake("--report", "report.html", configfile=REPO / "config/test.yaml")
     report = (run_snakemake.workdir / "report.html").read_text()
-    assert "synthetic_dtype-t1w_rep_panel.png" in report
-    assert "synthetic_dtype-dwi_appa_dti.png" in report
+    figures = sorted((results / "figures").glob("*.png"))
+    assert len(figures) == 3 * 2 + 3 * 2  # panel/dti, distributions, iterations per type
+    for figure in figures:
+        assert figure.name in report
+    for name in ("summary.csv", "config.yaml", "versions.json"):
+        assert name in report
     assert "absolute error against the reference" in report
+    assert "the seeds are in the configuration" in report

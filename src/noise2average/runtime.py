@@ -52,6 +52,32 @@ def set_num_threads(num_threads):
     return num_threads
 
 
+def training_gpus(device, *, driver_node="/dev/nvidiactl"):
+    """GPUs a training job on ``device`` ("auto", "cpu" or "cuda") requests: 1 or 0.
+
+    With "auto" a job trains on CUDA when the machine has an NVIDIA driver, seen from the
+    driver's control device node rather than by importing torch: that takes seconds, and the
+    Snakemake process of a ``--use-conda`` run may lack torch.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        The configured training device.
+    driver_node : str, optional
+        Path whose existence means an NVIDIA driver is loaded.
+
+    Returns
+    -------
+    int
+        1 when the job will use a GPU, else 0.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "auto":
+        return int(os.path.exists(driver_node))
+    return int(device == "cuda")
+
+
 def software_versions():
     """Versions of Python, the platform and every package the benchmark depends on."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}

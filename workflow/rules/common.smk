@@ -1,9 +1,12 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
 from noise2average.datasets import plan_dataset, reference_label
 from noise2average.dti_metrics import DTI_METRIC_NAMES
+from noise2average.runtime import training_gpus
+from noise2average.summary import FINAL
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -17,6 +20,12 @@ DWI_ONLY_METHODS = ("mppca", "patch2self")
 NETWORK_METHODS = ("n2a", "n2n", "supervised")
 N2A_ITERATIONS = list(range(1, config["n2a"]["iterations"] + 1))
 DTI_MAPS = ["fa", "md", "ad", "rd", "v1", "colorfa"]
+
+
+# Training jobs on CUDA request the `gpu` resource, which the local workflow profile
+# (profiles/default) caps at 1 so that they take turns on the GPU; the SLURM profile requests a
+# GPU for every training job whatever the submit host has.
+TRAINING_GPUS = training_gpus(config["training"]["device"])
 
 for _section in ("network", "dwi_network"):
     if config[_section]["depth"] % 4 != 2:
@@ -135,9 +144,33 @@ def reference_map(name):
     return subject_file(f"desc-reference_{name}")
 
 
-def tensor_map(name, result="{result}"):
+def tensor_folder():
+    """Folder of the DTI maps fitted to every diffusion result of one unit.
+
+    The job that fits them declares the folder, not its files: tens of map files per unit
+    as separate outputs double the time Snakemake takes to build the DAG of hundreds of
+    subjects (every input file is matched against every output pattern).
+    """
+    return f"{DATA_DIR}/sub-{{subject}}/dti"
+
+
+def tensor_map(name, result):
     """A DTI map fitted to one result: a method's output or one N2A iteration (``n2a_iter-k``)."""
     return subject_file(name, folder="dti", method=result)
+
+
+def fill(pattern, wildcards, subject=None):
+    """A unit's path pattern filled in for one unit (``subject``, default the wildcard's)."""
+    return pattern.format(dataset=wildcards.dataset, data_type=wildcards.data_type,
+                          subject=wildcards.subject if subject is None else subject)
+
+
+def tensor_map_files(wildcards):
+    """{result: {map name: path}} of the maps fitted to every scored result of one unit."""
+    return {
+        result: {name: fill(tensor_map(name, result), wildcards) for name in DTI_MAPS}
+        for _, result, _ in scored_results(wildcards.data_type)
+    }
 
 
 def method_results(method):
@@ -147,33 +180,52 @@ def method_results(method):
     return [method]
 
 
-def fitted_image(wildcards):
-    """The series a tensor is fitted to (the first repetition for ``noisy``)."""
-    if wildcards.result == "noisy":
-        return subject_file("noisy")
-    return subject_file("denoised", folder="denoised", method=wildcards.result)
+def scored_results(data_type):
+    """(method, result, iteration labels) of every result scored for one unit, ``noisy`` first.
+
+    N2A is scored at every iteration (labels "1", "2", ...); its last iteration is also its
+    final result.
+    """
+    scored = []
+    for method in scored_methods(data_type):
+        results = method_results(method)
+        for k, result in enumerate(results, start=1):
+            labels = [str(k)] if method == "n2a" else []
+            if k == len(results):
+                labels.append(FINAL)
+            scored.append((method, result, labels))
+    return scored
+
+
+def denoised_results(wildcards):
+    """Images of every scored result but ``noisy`` (the first repetition of the input)."""
+    return [
+        subject_file("denoised", folder="denoised", method=result)
+        for method, result, _ in scored_results(wildcards.data_type)
+        if method != "noisy"
+    ]
 
 
 def dwi_metric_inputs(wildcards):
-    """Series and tensor maps of one method (every N2A iteration), and the reference."""
-    results = method_results(wildcards.method)
+    """Every diffusion result of one unit, its gradient table, and the reference."""
     return {
-        "images": method_outputs(wildcards),
+        "images": denoised_results(wildcards),
         "reference": subject_file("reference"),
         "noisy": subject_file("noisy"),
         "mask": subject_file("mask"),
-        "maps": [tensor_map(name, result) for result in results for name in DTI_MAPS],
+        "bval": gradient_file(".bval"),
+        "bvec": gradient_file(".bvec"),
         "reference_maps": [reference_map(name) for name in DTI_MAPS],
     }
 
 
 def t1w_metric_inputs(wildcards):
-    """Images of one method, the reference, and the tissue labels where they exist.
+    """Images of every result of one unit, the reference, and tissue labels where they exist.
 
     Real data have no tissue segmentation: the boundary-sharpness metric is then left out.
     """
     inputs = {
-        "images": method_outputs(wildcards),
+        "images": denoised_results(wildcards),
         "reference": subject_file("reference"),
         "noisy": subject_file("noisy"),
         "mask": subject_file("mask"),
@@ -188,7 +240,7 @@ def pretrained_model():
 
 
 def metrics_table():
-    return f"{DATA_DIR}/metrics/sub-{{subject}}_method-{{method}}_metrics.csv"
+    return f"{DATA_DIR}/metrics/sub-{{subject}}_metrics.csv"
 
 
 def figure_file(kind, ext):
@@ -232,15 +284,6 @@ def network_inputs(wildcards):
     return inputs
 
 
-def method_outputs(wildcards):
-    """The image(s) a method produced for one subject: every N2A iteration, in order."""
-    if wildcards.method == "noisy":
-        return subject_file("noisy")
-    if wildcards.method == "n2a":
-        return [n2a_iteration_file(k) for k in N2A_ITERATIONS]
-    return denoised_file(wildcards.method)
-
-
 def final_output(method):
     """Pattern of a method's final result (the repetitions themselves for ``noisy``)."""
     if method == "noisy":
@@ -256,11 +299,7 @@ def first_unit(wildcards):
 
 def first_subject(files, wildcards):
     """``files`` filled in for the first evaluation unit of a dataset's data type."""
-    subject = first_unit(wildcards)
-    return {
-        name: path.format(subject=subject, dataset=wildcards.dataset, data_type=wildcards.data_type)
-        for name, path in files.items()
-    }
+    return {name: fill(path, wildcards, first_unit(wildcards)) for name, path in files.items()}
 
 
 def panel_images(wildcards):
@@ -270,26 +309,29 @@ def panel_images(wildcards):
     return first_subject(files, wildcards)
 
 
-def dti_panel_maps(wildcards):
-    """FA, MD and colour-FA maps of every method and of the reference, first evaluation unit."""
-    files = {
-        f"{method}_{name}": tensor_map(name, method_results(method)[-1])
-        for method in scored_methods(wildcards.data_type)
-        for name in ("fa", "md", "colorfa")
-    }
-    files.update({f"reference_{name}": reference_map(name) for name in ("fa", "md", "colorfa")})
-    files["mask"] = subject_file("mask")
+def dti_panel_inputs(wildcards):
+    """Tensor-map folder, reference FA, MD and colour-FA maps and mask of the first unit."""
+    files = {f"reference_{name}": reference_map(name) for name in ("fa", "md", "colorfa")}
+    files.update(maps=tensor_folder(), mask=subject_file("mask"))
     return first_subject(files, wildcards)
+
+
+def dti_panel_maps(wildcards):
+    """{method: {map name: path}} of the final result of every method, first unit."""
+    unit = SimpleNamespace(dataset=wildcards.dataset, data_type=wildcards.data_type,
+                           subject=first_unit(wildcards))
+    fitted = tensor_map_files(unit)
+    return {method: fitted[method_results(method)[-1]]
+            for method in scored_methods(wildcards.data_type)}
 
 
 def metric_tables():
     """Every per-unit metric table: each dataset and data type with its own methods."""
     return [
-        metrics_table().format(dataset=dataset, subject=subject, data_type=data_type, method=method)
+        metrics_table().format(dataset=dataset, subject=subject, data_type=data_type)
         for dataset in DATASETS
         for data_type in data_types(dataset)
         for subject in units(dataset, data_type)
-        for method in scored_methods(data_type)
     ]
 
 

@@ -40,7 +40,7 @@ rule denoise_filter:
     threads: config["resources"]["filter_threads"]
     resources:
         mem_mb=config["resources"]["filter_mem_mb"],
-        runtime=30,
+        runtime=config["resources"]["filter_runtime_min"],
     conda:
         "../../envs/filters.yaml"
     script:
@@ -68,7 +68,7 @@ rule denoise_n2a:
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
-        gpu=int(config["training"]["device"] == "cuda"),
+        gpu=TRAINING_GPUS,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -96,7 +96,7 @@ rule denoise_network:
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
-        gpu=int(config["training"]["device"] == "cuda"),
+        gpu=TRAINING_GPUS,
     conda:
         "../../envs/torch.yaml"
     script:

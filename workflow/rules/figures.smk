@@ -1,3 +1,12 @@
+# Figures take seconds and read only small tables and slices: on a cluster they run on the
+# submit host instead of waiting in the queue.
+localrules:
+    plot_image_panel,
+    plot_dti_panel,
+    plot_metric_distributions,
+    plot_iterations,
+
+
 rule plot_image_panel:
     input:
         unpack(panel_images),
@@ -28,7 +37,7 @@ rule plot_image_panel:
 
 rule plot_dti_panel:
     input:
-        unpack(dti_panel_maps),
+        unpack(dti_panel_inputs),
     output:
         png=report(
             figure_file("dti", "png"),
@@ -41,6 +50,7 @@ rule plot_dti_panel:
         data_type=one_of(DWI_TYPES),
     params:
         methods=lambda wildcards: scored_methods(wildcards.data_type),
+        maps=dti_panel_maps,
         subject=first_unit,
     log:
         log_file("plot_dti_panel", "{dataset}", "dtype-{data_type}"),

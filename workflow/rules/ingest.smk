@@ -48,7 +48,7 @@ rule ingest_anat:
     threads: 1
     resources:
         mem_mb=config["resources"]["simulation_mem_mb"],
-        runtime=30,
+        runtime=config["resources"]["simulation_runtime_min"],
     conda:
         "../../envs/ingest.yaml"
     script:
@@ -78,7 +78,7 @@ rule ingest_dwi:
     threads: 1
     resources:
         mem_mb=config["resources"]["simulation_mem_mb"],
-        runtime=30,
+        runtime=config["resources"]["simulation_runtime_min"],
     conda:
         "../../envs/ingest.yaml"
     script:

@@ -1,3 +1,5 @@
+# One scoring job per unit and data type, over every method's results: scoring is seconds
+# of work, and one job instead of one per method keeps the DAG of hundreds of subjects small.
 rule compute_metrics:
     input:
         unpack(t1w_metric_inputs),
@@ -7,41 +9,25 @@ rule compute_metrics:
         data_type=one_of(T1W_TYPES),
     params:
         reference=metric_reference,
+        results=lambda wildcards: scored_results(wildcards.data_type),
     log:
-        log_file("compute_metrics", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
+        log_file("compute_metrics", "{dataset}", "sub-{subject}", "dtype-{data_type}"),
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=config["resources"]["metrics_mem_mb"],
+        runtime=config["resources"]["metrics_runtime_min"],
     conda:
         "../../envs/report.yaml"
     script:
         "../scripts/compute_metrics.py"
 
 
-# Image metrics over all volumes of the series, and the tensor maps' errors in the brain and
-# in white matter (reference FA > 0.2), for every N2A iteration.
-rule compute_dwi_metrics:
-    input:
-        unpack(dwi_metric_inputs),
-    output:
-        table=metrics_table(),
-    wildcard_constraints:
-        data_type=one_of(DWI_TYPES),
-    params:
-        reference=metric_reference,
-        results=lambda wildcards: method_results(wildcards.method),
-        map_names=DTI_MAPS,
-    log:
-        log_file("compute_dwi_metrics", "{dataset}", "sub-{subject}", "dtype-{data_type}", "method-{method}"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/report.yaml"
-    script:
-        "../scripts/compute_dwi_metrics.py"
+# Concatenating the tables and writing the provenance and the dataset descriptions take
+# seconds: they run on the submit host of a cluster.
+localrules:
+    aggregate_metrics,
+    record_provenance,
+    describe_derivatives,
 
 
 rule aggregate_metrics:
@@ -69,8 +55,16 @@ rule aggregate_metrics:
 
 rule record_provenance:
     output:
-        versions=f"{RESULTS}/provenance/versions.json",
-        config=f"{RESULTS}/provenance/config.yaml",
+        versions=report(
+            f"{RESULTS}/provenance/versions.json",
+            caption="../report/provenance.rst",
+            category="Configuration",
+        ),
+        config=report(
+            f"{RESULTS}/provenance/config.yaml",
+            caption="../report/provenance.rst",
+            category="Configuration",
+        ),
     params:
         config=config,
     log:

@@ -15,7 +15,7 @@ rule pretrain_network:
     resources:
         mem_mb=config["resources"]["training_mem_mb"],
         runtime=config["resources"]["training_runtime_min"],
-        gpu=int(config["training"]["device"] == "cuda"),
+        gpu=TRAINING_GPUS,
     conda:
         "../../envs/torch.yaml"
     script:

@@ -16,7 +16,7 @@ rule simulate_subject:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=config["resources"]["simulation_runtime_min"],
     conda:
         "../../envs/simulate.yaml"
     script:
@@ -49,7 +49,7 @@ rule simulate_dwi_subject:
     threads: 1
     resources:
         mem_mb=config["resources"]["simulation_mem_mb"],
-        runtime=10,
+        runtime=config["resources"]["simulation_runtime_min"],
     conda:
         "../../envs/simulate.yaml"
     script:

@@ -1,4 +1,4 @@
-"""Score one method's output(s) for one unit: against the reference, and without one."""
+"""Score every result of one unit: against the reference, and without one."""
 
 from noise2average.runtime import configure_logging
 
@@ -17,35 +17,20 @@ reference = load_nifti(inputs.reference, ndim=3)[0]
 mask = load_nifti(inputs.mask, ndim=3)[0] > 0
 # Real data have no tissue labels: no boundary sharpness.
 dseg = load_nifti(inputs.dseg, ndim=3, dtype=None)[0].astype("int8") if "dseg" in inputs.keys() else None
-first_repetition = load_nifti(inputs.noisy, ndim=4)[0][..., 0]
+# The first repetition: the reference frame of the others, untouched by registration.
+first_repetition = load_nifti(inputs.noisy, ndim=4)[0][..., 0].copy()
+denoised = iter(inputs.images)
 
-if wildcards.method == "noisy":
-    # The first repetition: the reference frame of the others, untouched by registration.
-    images = {"final": first_repetition}
-elif wildcards.method == "n2a":
-    images = {
-        str(k): load_nifti(path, ndim=3)[0]
-        for k, path in enumerate(snakemake.input.images, start=1)
-    }
-    images["final"] = images[str(len(images))]
-else:
-    images = {"final": load_nifti(snakemake.input.images, ndim=3)[0]}
-
-table = pd.concat(
-    [
-        metrics_rows(
-            {**image_metrics(image, reference, mask, dseg),
-             **no_reference_metrics(image, first_repetition, mask)},
-            dataset=wildcards.dataset,
-            reference=snakemake.params.reference,
-            subject=wildcards.subject,
-            data_type=wildcards.data_type,
-            method=wildcards.method,
-            iteration=iteration,
-            region="brain",
-        )
-        for iteration, image in images.items()
-    ]
-)
+tables = []
+for method, result, iterations in snakemake.params.results:
+    image = first_repetition if method == "noisy" else load_nifti(next(denoised), ndim=3)[0]
+    values = {**image_metrics(image, reference, mask, dseg),
+              **no_reference_metrics(image, first_repetition, mask)}
+    for iteration in iterations:
+        tables.append(metrics_rows(values, dataset=wildcards.dataset,
+                                   reference=snakemake.params.reference, subject=wildcards.subject,
+                                   data_type=wildcards.data_type, method=method,
+                                   iteration=iteration, region="brain"))
+table = pd.concat(tables, ignore_index=True)
 table.to_csv(snakemake.output.table, index=False)
-log.info("%d metric rows", len(table))
+log.info("%d metric rows for %d results", len(table), len(snakemake.params.results))

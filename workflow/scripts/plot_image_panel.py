@@ -23,14 +23,10 @@ def read(path):
 
 if snakemake.rule == "plot_dti_panel":
     names = {"fa": "fa", "md": "md", "color_fa": "colorfa"}
-
-    def tensor_maps(owner):
-        return {key: read(inputs[f"{owner}_{name}"]) for key, name in names.items()}
-
-    figure = plot_dti_panel(
-        {method: tensor_maps(method) for method in methods}, tensor_maps("reference"), mask,
-        title=title,
-    )
+    fitted = {method: {key: read(snakemake.params.maps[method][name])
+                       for key, name in names.items()} for method in methods}
+    reference = {key: read(inputs[f"reference_{name}"]) for key, name in names.items()}
+    figure = plot_dti_panel(fitted, reference, mask, title=title)
 else:
     images = {}
     for method in methods:

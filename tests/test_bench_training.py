@@ -1,0 +1,42 @@
+"""benchmarks/bench_training.py runs on the CPU at a small size and reports consistent figures."""
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_training",
+                                                  REPO / "benchmarks/bench_training.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_small_cpu_benchmark_reports_throughput_flops_and_memory(bench, tmp_path):
+    output = tmp_path / "bench.json"
+    report = bench.main(["--device", "cpu", "--size", "small", "--data-type", "both",
+                         "--depth", "6", "--width", "4", "--block-size", "16", "--epochs", "1",
+                         "--iterations", "1", "--warmup", "1", "--steps", "2",
+                         "--threads", "1", "--matmul-size", "256", "--json", str(output)])
+    assert json.loads(output.read_text())["device"] == "cpu"
+    assert set(report["matmul_peak"]["tflops"]) == {"float32", "bfloat16"}
+    for result in report["results"]:
+        assert result["loss_finite"]
+        # The counted training step (forward + backward) costs about 3 forward passes: the
+        # backward computes the gradients of the inputs and of the weights.
+        ratio = result["train_step_flops_counted"] / result["inference_forward_flops_counted"]
+        assert 2.5 < ratio < 3.5, ratio
+        assert result["train_tflops_per_second"] > 0
+        assert 0 < result["fraction_of_matmul_peak"] < 1
+        blocks = result["train_blocks"] + result["validation_blocks"]
+        assert blocks == 2 * result["blocks_per_repetition"]  # 2 repetitions
+        # One real N2A iteration was run and timed; the extrapolation has the same order.
+        measured = result["iteration_seconds_measured"]
+        assert 0.2 < result["iteration_seconds_extrapolated"] / measured < 5
+        assert result["peak_memory_train"]["bytes"] > 0
+    assert [r["data_type"] for r in report["results"]] == ["t1w", "dwi"]
