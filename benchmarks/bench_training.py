@@ -11,8 +11,8 @@ batch 1, 20 % validation) or a small CPU preset, the script
   forward, masked loss, backward, Adam), validation batches and inference batches (block and
   flipped block) on the device, warm-up steps excluded, ``torch.cuda.synchronize()`` around
   every timed region,
-* times a large matrix multiply for the device's measured peak (bf16 on CUDA; float32 and
-  bf16 on the CPU, where training runs in float32),
+* times a large matrix multiply for the device's measured peak (bf16 on CUDA, float32 on
+  the CPU: the dtypes training computes in),
 * extrapolates the time per N2A iteration and per subject from the step times and the real
   block count of a synthetic brain mask (an ellipsoid filling a 145 x 174 x 145 box at 1 mm,
   as a 1 mm brain mask fills its bounding box), plus the measured host-side block
@@ -134,11 +134,15 @@ def _timed(fn, device, warmup, steps):
 
 
 def matmul_peak(device, size=None, repeats=None):
-    """Measured matrix-multiply peak: {dtype: TFLOP/s}. bf16 on CUDA; float32 and bf16 on CPU."""
+    """Measured matrix-multiply peak: {dtype: TFLOP/s} in the dtype training computes in.
+
+    bf16 on CUDA (autocast); float32 on the CPU, where training runs in float32 (and a CPU
+    without bf16 instructions emulates bf16 matrix products orders of magnitude slower).
+    """
     if device.type == "cuda":
         dtypes, size, repeats = [torch.bfloat16], size or 8192, repeats or 50
     else:
-        dtypes, size, repeats = [torch.float32, torch.bfloat16], size or 2048, repeats or 5
+        dtypes, size, repeats = [torch.float32], size or 2048, repeats or 5
     peaks = {}
     for dtype in dtypes:
         a = torch.randn(size, size, device=device).to(dtype)
