@@ -12,14 +12,20 @@ Usage::
 
     python benchmarks/bench_aonlm.py                      # 145 174 145, 2 threads
     python benchmarks/bench_aonlm.py --shape 96 112 96 --threads 1 --repeats 5
+    git show REV:src/noise2average/aonlm.py > /tmp/aonlm_before.py   # REV: an earlier commit
+    python benchmarks/bench_aonlm.py --baseline /tmp/aonlm_before.py   # before / after
 
-The numba kernels are compiled (or loaded from numba's cache) before the timing starts.
+``--baseline`` times a second AONLM implementation (a copy of ``aonlm.py``) in the same
+alternation, so that an optimisation is measured under the same machine load. The numba
+kernels are compiled (or loaded from numba's cache) before the timing starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 import time
 
 import numpy as np
@@ -62,18 +68,26 @@ def add_rician(truth, sigma, *, seed=1):
     return np.sqrt(real * real + imag * imag)
 
 
-def timed_pair(fn_a, fn_b, repeats):
-    """Best-of-``repeats`` wall times of two functions, run alternately; their last outputs."""
-    best_a = best_b = np.inf
-    out_a = out_b = None
+def timed_alternating(fns, repeats):
+    """Best-of-``repeats`` wall times (s) of the functions, run in turn; their last outputs."""
+    best = [np.inf] * len(fns)
+    outs = [None] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out_a = fn_a()
-        best_a = min(best_a, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        out_b = fn_b()
-        best_b = min(best_b, time.perf_counter() - t0)
-    return best_a, out_a, best_b, out_b
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best, outs
+
+
+def load_aonlm(path):
+    """The ``aonlm`` function of the module file ``path`` (e.g. an earlier ``aonlm.py``)."""
+    spec = importlib.util.spec_from_file_location("aonlm_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: numba's on-disk cache re-imports a kernel's module by name.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.aonlm
 
 
 def main(argv=None):
@@ -84,6 +98,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="best of N (alternating) runs")
     parser.add_argument("--mask", action="store_true", help="pass the head mask to both")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--baseline", metavar="FILE", help="also time the aonlm of this module file"
+    )
     args = parser.parse_args(argv)
 
     from dipy.denoise.nlmeans import nlmeans
@@ -96,16 +113,23 @@ def main(argv=None):
     noisy = add_rician(truth, sigma, seed=args.seed + 1)
     mask = head if args.mask else None
 
-    # Compile (or load from the numba cache) outside the timing.
-    aonlm(noisy[:24, :24, :24], sigma=sigma, num_threads=args.threads)
-
-    t_aonlm, den_aonlm, t_dipy, den_dipy = timed_pair(
+    fns = [
         lambda: aonlm(noisy, mask=mask, sigma=sigma, num_threads=args.threads),
         lambda: nlmeans(
             noisy, sigma, mask=mask, rician=True, num_threads=args.threads, method="blockwise"
         ),
-        args.repeats,
-    )
+    ]
+    implementations = [aonlm]
+    if args.baseline:
+        baseline = load_aonlm(args.baseline)
+        implementations.append(baseline)
+        fns.append(lambda: baseline(noisy, mask=mask, sigma=sigma, num_threads=args.threads))
+    # Compile (or load from the numba cache) outside the timing.
+    for fn in implementations:
+        fn(noisy[:24, :24, :24], sigma=sigma, num_threads=args.threads)
+
+    times, outs = timed_alternating(fns, args.repeats)
+    (t_aonlm, t_dipy), (den_aonlm, den_dipy) = times[:2], outs[:2]
 
     def rmse(a):
         return float(np.sqrt(np.mean((np.asarray(a, dtype=np.float64) - truth)[head] ** 2)))
@@ -119,6 +143,10 @@ def main(argv=None):
     print(f"{'noisy':<34}{'':>9}{rmse(noisy):>11.3f}")
     print(f"{'aonlm (patch 1+2, search 3)':<34}{t_aonlm:>9.2f}{rmse(den_aonlm):>11.3f}")
     print(f"{'dipy blockwise (search 1, patch 2)':<34}{t_dipy:>9.2f}{rmse(den_dipy):>11.3f}")
+    if args.baseline:
+        print(f"{'aonlm baseline (--baseline)':<34}{times[2]:>9.2f}{rmse(outs[2]):>11.3f}")
+        same = np.array_equal(outs[0], outs[2])
+        print(f"baseline / dipy = {times[2] / t_dipy:.2f}; output identical to baseline: {same}")
     print(f"time ratio aonlm / dipy = {t_aonlm / t_dipy:.2f} (target <= 2)")
 
 

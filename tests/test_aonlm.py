@@ -209,9 +209,57 @@ def test_crop_to_the_mask_box_is_exact():
     mask[13:26, 15:30, 19:28] = True
     stats = aonlm_module._local_statistics(noisy, float(noisy.max()))
     for f in (1, 2):
-        uncropped, _ = aonlm_module._aonlm_pass(noisy, mask, stats, f, 3, True)
+        ((uncropped, _),) = aonlm_module._aonlm_passes(noisy, mask, stats, (f,), 3, True)
         cropped = aonlm(noisy, mask=mask, patch_radii=f)
         assert_allclose(cropped[mask], uncropped[mask], rtol=1e-5)
+
+
+@pytest.mark.parametrize("rician", [True, False])
+def test_joint_passes_equal_separate_passes(rician):
+    """The radii share one sweep (offsets, preselection, squared differences) but each
+    result is bit for bit the pass run alone, for odd and even radius gaps and any order."""
+    rng = np.random.default_rng(6)
+    noisy = _rician(_phantom(22, seed=5)[:, :20, :17], 8.0, seed=6)
+    mask = rng.random(noisy.shape) > 0.3
+    stats = aonlm_module._local_statistics(noisy, float(noisy.max()))
+    for radii in ((1, 2), (2, 1), (1, 3)):
+        joint = aonlm_module._aonlm_passes(noisy, mask, stats, radii, 2, rician)
+        for f, (est, var) in zip(radii, joint):
+            ((est1, var1),) = aonlm_module._aonlm_passes(noisy, mask, stats, (f,), 2, rician)
+            assert_array_equal(est, est1, err_msg=f"{radii} {f}")
+            assert_array_equal(var, var1, err_msg=f"{radii} {f}")
+
+
+@pytest.mark.parametrize("shape", [(11, 10, 9), (1, 4, 3), (2, 7, 5)])
+def test_local_statistics_and_padded_copies(shape):
+    """The fused numba helpers equal their numpy / scipy definitions, tiny shapes (padding
+    wider than the volume) included."""
+    rng = np.random.default_rng(7)
+    data = rng.random(shape) * 100.0
+    data[0, 0, 0] = 0.0  # a non-positive voxel is not filterable
+    stats = aonlm_module._local_statistics(data, float(data.max()))
+    mean = ndimage.uniform_filter(data, 3, mode="reflect")
+    var = np.maximum(ndimage.uniform_filter(data * data, 3, mode="reflect") - mean**2, 0.0)
+    var *= 27.0 / 26.0
+    assert_allclose(stats["mean"], mean, rtol=1e-13)
+    for p in np.ndindex(2, 2, 2):
+        sl = tuple(slice(i, None, 2) for i in p)
+        n = mean[sl].shape
+        got = tuple(slice(0, k) for k in n)
+        assert_allclose(stats["pmean"][p][got], mean[sl].astype(np.float32), rtol=1e-6)
+        assert_allclose(stats["pvar"][p][got], var[sl].astype(np.float32), rtol=1e-5)
+        assert_array_equal(stats["pvalid"][p][got], (data > 0)[sl])
+    for pad, rician in ((3, True), (5, False)):
+        pimg = np.pad(data.astype(np.float32), pad, mode="symmetric")
+        pres = np.pad((data - stats["mean"]).astype(np.float32), pad, mode="symmetric")
+        got = aonlm_module._padded_copies(data, stats["mean"], pad, rician)
+        for out, want in zip(got, (pimg, pres, pimg * pimg if rician else pimg)):
+            assert_array_equal(out[:, :, 0, : (want.shape[2] + 1) // 2], want[:, :, 0::2])
+            assert_array_equal(out[:, :, 1, : want.shape[2] // 2], want[:, :, 1::2])
+        mask = rng.random(shape) > 0.8
+        for f in (1, 2, 3):
+            support = ndimage.maximum_filter(mask, 2 * f + 1, mode="constant", cval=False)
+            assert_array_equal(aonlm_module._block_support(mask, f), support[::2, ::2, ::2])
 
 
 def test_output_shape_dtype_and_thread_independence():

@@ -59,9 +59,16 @@ squared differences between the image and its shifted copy are summed over all p
 tile by separable box sums; weights are then formed per block, and the weighted blocks are
 spread back onto the voxels by the adjoint box sums. The arithmetic is that of the
 block-by-block algorithm (the tests compare with a direct transcription) in float32, at a
-cost independent of the patch size per offset. Tiles of one of four colours never write to
+cost independent of the patch size per offset. The patch radii run in one sweep over the
+tiles (tiled for the largest radius): the offsets, the preselection and the squared
+differences are shared, the box sums, weights and estimates are per radius, and each radius'
+result is bit for bit that of its pass alone. Tiles of one of four colours never write to
 the same voxel, so each colour runs in parallel (numba ``prange``) and the result does not
-depend on the number of threads.
+depend on the number of threads; within a colour the tiles are dealt to the threads by
+their estimated cost, so that the static schedule is balanced. The large arrays are
+allocated by numpy, which asks the operating system for transparent huge pages (numba's
+allocator does not; the tile kernel, with its strided reads, ran markedly slower on inputs
+in 4 KiB pages).
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ import warnings
 import numba
 import numpy as np
 from numba import njit, prange
-from scipy import ndimage, special
+from scipy import special
 
 __all__ = ["aonlm", "koay_correction_factor"]
 
@@ -153,9 +160,10 @@ def aonlm(
     Koay's factor is computed from the biased local mean (as in the authors' code).
 
     Cost: about ``(2 * search_radius + 1)^3`` separable passes over the volume per patch
-    radius, nearly independent of the patch radius; about 5 s for 145x174x145 on one core
-    and about 0.6 GB of working memory. See the module docstring for the algorithm, its
-    sources and the deliberate deviations from the authors' code.
+    radius, nearly independent of the patch radius (the squared differences are shared by
+    the radii); roughly 3.5 s for 145x174x145 on one core and 0.25 GB of working memory
+    (docs/benchmarks.md). See the module docstring for the algorithm, its sources and the
+    deliberate deviations from the authors' code.
 
     References
     ----------
@@ -188,21 +196,18 @@ def aonlm(
     # Work on the bounding box of the mask. A voxel's estimate reads the data up to
     # 2 f + v + 1 voxels away (block, candidate, patch, local mean) and its bias up to
     # 5 more (smoothing), so with that margin the passes are unaffected by the crop.
-    scale = float(np.max(np.abs(arr)))
+    scale = float(max(arr.max(), -arr.min()))  # max |arr|, without a temporary
     box = _bounding_box(mask_b, 2 * max(radii) + v + 1 + _BIAS_SMOOTH_RADIUS)
-    arr_b, mask_bb = arr[box], mask_b[box]
+    # Contiguous copies: the kernels read the box through flat views.
+    arr_b, mask_bb = np.ascontiguousarray(arr[box]), np.ascontiguousarray(mask_b[box])
 
     previous = numba.get_num_threads()
     numba.set_num_threads(nthreads)
     try:
         stats = _local_statistics(arr_b, scale)
-        results = []
-        noise_var = None
-        for f in radii:
-            fima, gauss_var = _aonlm_pass(arr_b, mask_bb, stats, f, v, rician)
-            results.append(fima)
-            if noise_var is None:
-                noise_var = gauss_var
+        passes = _aonlm_passes(arr_b, mask_bb, stats, radii, v, rician)
+        results = [fima for fima, _ in passes]
+        noise_var = passes[0][1]
         if len(results) == 1:
             fused = results[0]
         else:
@@ -215,7 +220,7 @@ def aonlm(
     finally:
         numba.set_num_threads(previous)
     out_b = out[box]
-    out_b[mask_bb] = fused[mask_bb]
+    np.copyto(out_b, fused, where=mask_bb)
     return out
 
 
@@ -390,30 +395,25 @@ def _check_inputs(data, mask, sigma, rician, search_radius, patch_radii, num_thr
 def _local_statistics(arr, scale):
     """3x3x3 local mean and unbiased variance, their parity-split copies, and thresholds.
 
-    ``scale`` (the data's maximum magnitude) sets what counts as numerically zero.
+    ``scale`` (the data's maximum magnitude) sets what counts as numerically zero. The
+    means are those of ``scipy.ndimage.uniform_filter(..., size=3, mode="reflect")`` (the
+    same separable running sums, axis by axis), computed in two fused numba passes.
     """
-    mean = ndimage.uniform_filter(arr, size=3, mode="reflect")
-    mean_sq = ndimage.uniform_filter(arr * arr, size=3, mode="reflect")
-    var = np.maximum(mean_sq - mean * mean, 0.0) * (27.0 / 26.0)
     eps_mean = _REL_EPS * scale
     # Relative to the data's squared scale: float64 cancellation in var is ~1e-16 scale^2.
     eps_var = (_REL_EPS * scale) ** 2
     h2_floor = 1e-12 * scale * scale if scale > 0 else 1e-30
-    valid = (arr > 0) & (mean > eps_mean) & (var > eps_var)
     # Voxel 2 b + p (p in {0, 1} per axis) sits at [p..., b...] of the parity-split copies,
     # so the neighbours of a row of block centres at one offset form a contiguous row.
     half = tuple((n + 1) // 2 for n in arr.shape)
     pmean = np.ones((2, 2, 2) + half, dtype=np.float32)
     pvar = np.ones((2, 2, 2) + half, dtype=np.float32)
     pvalid = np.zeros((2, 2, 2) + half, dtype=np.bool_)
-    for px in range(2):
-        for py in range(2):
-            for pz in range(2):
-                sl = (slice(px, None, 2), slice(py, None, 2), slice(pz, None, 2))
-                n = mean[sl].shape
-                pmean[px, py, pz, : n[0], : n[1], : n[2]] = mean[sl]
-                pvar[px, py, pz, : n[0], : n[1], : n[2]] = var[sl]
-                pvalid[px, py, pz, : n[0], : n[1], : n[2]] = valid[sl]
+    mean = np.empty(arr.shape, dtype=np.float64)
+    m0 = np.empty(arr.shape, dtype=np.float64)
+    q0 = np.empty(arr.shape, dtype=np.float64)
+    _box3_axis0(arr, m0, q0)
+    _box3_planes(arr, m0, q0, eps_mean, eps_var, mean, pmean, pvar, pvalid)
     return {
         "mean": mean,
         "pmean": pmean,
@@ -423,77 +423,264 @@ def _local_statistics(arr, scale):
     }
 
 
-def _aonlm_pass(arr, mask_b, stats, f, v, rician):
-    """One blockwise pass with patch radius ``f``.
+@njit(parallel=True, cache=True, nogil=True)
+def _box3_axis0(x, m, q):
+    """3-point means of ``x`` and ``x * x`` along axis 0 (reflected borders) into ``m``, ``q``.
 
-    Returns the estimate (float64, ``arr`` where no block covers a voxel) and the local
-    Gaussian noise variance (Koay-corrected smoothed minimum-distance map; uncorrected with
-    ``rician=False``).
+    The running sum of ``scipy.ndimage.uniform_filter1d`` (sum of the first window, then
+    add the entering and subtract the leaving sample, divide each sum by 3), vectorised
+    over the last axis; all arrays float64 of shape (X, Y, Z).
+    """
+    n0, n1, n2 = x.shape
+    for j in prange(n1):
+        s = np.zeros(n2)
+        t = np.zeros(n2)
+        for i in range(-1, 2):
+            row = x[_reflect(i, n0), j]
+            for k in range(n2):
+                s[k] += row[k]
+                t[k] += row[k] * row[k]
+        for k in range(n2):
+            m[0, j, k] = s[k] / 3.0
+            q[0, j, k] = t[k] / 3.0
+        for i in range(1, n0):
+            hi = x[_reflect(i + 1, n0), j]
+            lo = x[_reflect(i - 2, n0), j]
+            for k in range(n2):
+                s[k] += hi[k] - lo[k]
+                t[k] += hi[k] * hi[k] - lo[k] * lo[k]
+                m[i, j, k] = s[k] / 3.0
+                q[i, j, k] = t[k] / 3.0
+
+
+@njit(cache=True, nogil=True)
+def _box3_rows(x, out):
+    """3-point running means along axis 0 of the 2D ``x`` into ``out`` (reflected borders)."""
+    n, nb = x.shape
+    s = np.zeros(nb)
+    for i in range(-1, 2):
+        row = x[_reflect(i, n)]
+        for k in range(nb):
+            s[k] += row[k]
+    for k in range(nb):
+        out[0, k] = s[k] / 3.0
+    for i in range(1, n):
+        hi = x[_reflect(i + 1, n)]
+        lo = x[_reflect(i - 2, n)]
+        for k in range(nb):
+            s[k] += hi[k] - lo[k]
+            out[i, k] = s[k] / 3.0
+
+
+@njit(cache=True, nogil=True)
+def _box3_line(x, out):
+    """3-point running means along the 1D ``x`` into ``out`` (reflected borders)."""
+    n = x.shape[0]
+    s = 0.0
+    for i in range(-1, 2):
+        s += x[_reflect(i, n)]
+    out[0] = s / 3.0
+    for i in range(1, n):
+        s += x[_reflect(i + 1, n)] - x[_reflect(i - 2, n)]
+        out[i] = s / 3.0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _box3_planes(arr, m0, q0, eps_mean, eps_var, mean, pmean, pvar, pvalid):
+    """Finish the 3x3x3 means along axes 1 and 2, plane by plane, and write the statistics.
+
+    ``m0``, ``q0``: the axis-0 means of ``arr`` and ``arr**2``. Writes the local ``mean``
+    (float64, ``arr``'s shape) and, parity-split, the mean, the unbiased variance
+    ``max(E[x^2] - E[x]^2, 0) * 27/26`` and the filterable flag (positive voxel, mean above
+    ``eps_mean``, variance above ``eps_var``).
+    """
+    n0, n1, n2 = arr.shape
+    for i in prange(n0):
+        m1 = np.empty((n1, n2))
+        q1 = np.empty((n1, n2))
+        _box3_rows(m0[i], m1)
+        _box3_rows(q0[i], q1)
+        mrow = np.empty(n2)
+        qrow = np.empty(n2)
+        for j in range(n1):
+            _box3_line(m1[j], mrow)
+            _box3_line(q1[j], qrow)
+            mean[i, j] = mrow
+            a = arr[i, j]
+            for k in range(n2):
+                mu = mrow[k]
+                var = max(qrow[k] - mu * mu, 0.0) * (27.0 / 26.0)
+                p = (i % 2, j % 2, k % 2, i // 2, j // 2, k // 2)
+                pmean[p] = mu
+                pvar[p] = var
+                pvalid[p] = (a[k] > 0.0) and (mu > eps_mean) and (var > eps_var)
+
+
+def _block_support(mask, f):
+    """Blocks (centres on every second voxel) whose (2f+1)^3 support meets ``mask``.
+
+    ``maximum_filter(mask, 2 f + 1, mode="constant")[::2, ::2, ::2]``, computed axis by axis
+    on the decimated grid. Returns a C-contiguous bool array of shape ``ceil(n / 2)`` per
+    axis.
+    """
+    out = np.asarray(mask, dtype=np.bool_)
+    for axis in range(3):
+        h = (out.shape[axis] + 1) // 2
+        widths = [(f, f) if a == axis else (0, 0) for a in range(3)]
+        padded = np.pad(out, widths)
+        # Block b holds padded indices 2 b .. 2 b + 2 f along the axis.
+        take = [slice(None)] * 3
+        take[axis] = slice(0, 2 * h - 1, 2)
+        res = padded[tuple(take)].copy()
+        for j in range(1, 2 * f + 1):
+            take[axis] = slice(j, j + 2 * h - 1, 2)
+            res |= padded[tuple(take)]
+        out = res
+    return np.ascontiguousarray(out)
+
+
+def _padded_copies(arr, mean, pad, rician):
+    """The kernel's inputs: image, mean-subtracted image and averaged quantity, float32.
+
+    Each is ``arr`` (resp. ``arr - mean``, ``arr**2`` with ``rician``, else ``arr``)
+    mirror-padded by ``pad`` voxels per side (``np.pad(..., mode="symmetric")``) and
+    parity-split along z: ``out[x, y, p, k]`` holds padded column ``2 k + p`` (zero past
+    the end), shape ``(X + 2 pad, Y + 2 pad, 2, ceil((Z + 2 pad) / 2))``.
+    """
+    shape = tuple(n + 2 * pad for n in arr.shape[:2]) + (2, (arr.shape[2] + 2 * pad + 1) // 2)
+    # Allocated by numpy, which asks for transparent huge pages (numba's allocator does
+    # not): the kernel's strided reads ran markedly slower on 4 KiB pages.
+    qimg, qres, qacc = (np.zeros(shape, dtype=np.float32) for _ in range(3))
+    _fill_padded_copies(arr, mean, pad, rician, qimg, qres, qacc)
+    return qimg, qres, qacc
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _fill_padded_copies(arr, mean, pad, rician, qimg, qres, qacc):
+    """Fill the zero-initialised outputs of :func:`_padded_copies`."""
+    n0, n1, n2 = arr.shape
+    m0, m1, m2 = n0 + 2 * pad, n1 + 2 * pad, n2 + 2 * pad
+    zsrc = np.empty(m2, dtype=np.int64)
+    for k in range(m2):
+        zsrc[k] = _reflect(k - pad, n2)
+    for i in prange(m0):
+        si = _reflect(i - pad, n0)
+        for j in range(m1):
+            sj = _reflect(j - pad, n1)
+            a = arr[si, sj]
+            mu = mean[si, sj]
+            for par in range(2):
+                gi = qimg[i, j, par]
+                gr = qres[i, j, par]
+                ga = qacc[i, j, par]
+                for k in range((m2 - par + 1) // 2):
+                    z = zsrc[2 * k + par]
+                    p = np.float32(a[z])
+                    gi[k] = p
+                    gr[k] = np.float32(a[z] - mu[z])
+                    ga[k] = p * p if rician else p
+
+
+def _aonlm_passes(arr, mask_b, stats, radii, v, rician):
+    """The blockwise passes for the patch radii ``radii``, in one sweep over the tiles.
+
+    The passes share the search offsets, the preselection and the squared differences of
+    the image and its shifted copies; only the box sums, weights and estimates are per
+    radius (each computed exactly as a pass of its own). Returns, for each radius in the
+    order given, the estimate (float64, ``arr`` where no block covers a voxel) and the
+    local Gaussian noise variance (Koay-corrected smoothed minimum-distance map;
+    uncorrected with ``rician=False``).
     """
     mean = stats["mean"]
     shape = arr.shape
+    order = sorted(range(len(radii)), key=lambda i: radii[i])
+    rs = np.asarray([radii[i] for i in order], dtype=np.int64)
+    fm = int(rs[-1])
+    pad = v + fm
     # Image, mean-subtracted image and the averaged quantity, mirror-padded for the patches
     # and search windows at the borders, parity-split along z for the kernel.
-    pad = v + f
-    pimg = np.pad(arr.astype(np.float32), pad, mode="symmetric")
-    pres = np.pad((arr - mean).astype(np.float32), pad, mode="symmetric")
-    qacc = _split_z(pimg * pimg if rician else pimg)
-    qimg, qres = _split_z(pimg), _split_z(pres)
-    del pimg, pres
+    qimg, qres, qacc = _padded_copies(arr, mean, pad, rician)
 
-    # Blocks whose (2f+1)^3 support meets the mask, on the grid of every second voxel.
-    support = ndimage.maximum_filter(mask_b, size=2 * f + 1, mode="constant", cval=False)
-    active = np.ascontiguousarray(support[::2, ::2, ::2])
-    tiles, tile_start = _tiles(active, f)
+    # Blocks whose (2f+1)^3 support meets the mask, on the grid of every second voxel; the
+    # largest radius has the most, and its tiles serve all radii.
+    active = np.stack([_block_support(mask_b, int(f)) for f in rs])
+    nworkers = numba.get_num_threads()
+    tiles, tile_start = _tiles(active[-1], fm, nworkers)
     # Search offsets, the block itself first.
     r = np.arange(-v, v + 1)
     offs = np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3)
     offs = np.concatenate([np.zeros((1, 3), np.int64), offs[np.any(offs != 0, axis=1)]])
     offs = np.ascontiguousarray(offs, dtype=np.int64)
 
-    est = np.zeros(shape, dtype=np.float64)  # sum of the covering blocks' estimates
-    cnt = np.zeros(shape, dtype=np.float64)  # number of covering blocks
-    dsum = np.zeros(shape, dtype=np.float64)  # sum of their minimum distances
-    dcnt = np.zeros(shape, dtype=np.float64)  # number of those that have one
-    for c in range(tile_start.size - 1):  # one parallel launch per colour
+    nr = rs.size
+    est = np.zeros((nr,) + shape, dtype=np.float64)  # sum of the covering blocks' estimates
+    cnt = np.zeros((nr,) + shape, dtype=np.float64)  # number of covering blocks
+    dsum = np.zeros((nr,) + shape, dtype=np.float64)  # sum of their minimum distances
+    dcnt = np.zeros((nr,) + shape, dtype=np.float64)  # number of those that have one
+    for c in range(4):  # one parallel launch per colour
         _blockwise_kernel(
             qimg, qres, qacc, stats["pmean"], stats["pvar"], stats["pvalid"], active,
-            tiles[tile_start[c] : tile_start[c + 1]], f, v, offs, np.float32(stats["h2_floor"]),
-            est, cnt, dsum, dcnt,
+            tiles, tile_start[c * nworkers : (c + 1) * nworkers + 1], rs, pad, offs,
+            np.float32(stats["h2_floor"]), est, cnt, dsum, dcnt,
         )  # fmt: skip
+    del qimg, qres, qacc
 
-    covered = cnt > 0
-    fima = arr.copy()
-    fima[covered] = est[covered] / cnt[covered]
-
-    # Local noise: the minimum-distance map, smoothed over 11^3 (positive values only).
-    dmap = np.zeros(shape, dtype=np.float64)
-    np.divide(dsum, dcnt, out=dmap, where=dcnt > 0)
-    smooth = _positive_mean_filter(dmap, _BIAS_SMOOTH_RADIUS)
-    if rician:
-        gauss_var = _koay_bias_variance(smooth, mean)
-        fima[covered] = np.sqrt(np.maximum(fima[covered] - 2.0 * gauss_var[covered], 0.0))
-    else:
-        gauss_var = smooth
-    return fima, gauss_var
-
-
-def _split_z(a):
-    """Parity-split copy along the last axis: ``out[..., p, k] = a[..., 2 k + p]``."""
-    n = a.shape[-1]
-    out = np.zeros(a.shape[:-1] + (2, (n + 1) // 2), dtype=a.dtype)
-    out[..., 0, : (n + 1) // 2] = a[..., 0::2]
-    out[..., 1, : n // 2] = a[..., 1::2]
-    return out
+    results = [None] * nr
+    for k, i in enumerate(order):
+        # In place: est becomes the estimate, dsum the minimum-distance map.
+        _normalise_pass(
+            arr.ravel(), est[k].ravel(), cnt[k].ravel(), dsum[k].ravel(), dcnt[k].ravel()
+        )
+        fima, dmap = est[k], dsum[k]
+        # Local noise: the minimum-distance map, smoothed over 11^3 (positive values only).
+        smooth = _positive_mean_filter(dmap, _BIAS_SMOOTH_RADIUS)
+        if rician:
+            gauss_var = _koay_bias_variance(smooth, mean)
+            _subtract_rician_bias(fima.ravel(), gauss_var.ravel(), cnt[k].ravel())
+        else:
+            gauss_var = smooth
+        results[i] = (fima, gauss_var)
+    return results
 
 
-def _tiles(active, f, tile_blocks=(6, 8)):
-    """Tiles of the block grid (bx0, bx1, by0, by1, bz0, bz1) holding active blocks.
+@njit(parallel=True, cache=True, nogil=True)
+def _normalise_pass(arr, est, cnt, dsum, dcnt):
+    """In place on flat views: ``est`` to ``est / cnt`` (``arr`` where ``cnt == 0``) and
+    ``dsum`` to the minimum-distance map ``dsum / dcnt`` (0 where ``dcnt == 0``)."""
+    for i in prange(est.shape[0]):
+        est[i] = est[i] / cnt[i] if cnt[i] > 0.0 else arr[i]
+        dsum[i] = dsum[i] / dcnt[i] if dcnt[i] > 0.0 else 0.0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _subtract_rician_bias(fima, gauss_var, cnt):
+    """In place on flat views, where a block covers the voxel (``cnt > 0``):
+    ``fima = sqrt(max(fima - 2 gauss_var, 0))`` (``fima``: the estimate of E[M^2])."""
+    for i in prange(fima.shape[0]):
+        if cnt[i] > 0.0:
+            fima[i] = math.sqrt(max(fima[i] - 2.0 * gauss_var[i], 0.0))
+
+
+# Fixed cost of a block row in the tile kernel (slicing and loop set-up of its voxel rows),
+# in units of the cost of one block of the row: about 35 ns against 1 ns when the distance
+# loops were timed alone on rows of 8 to 73 blocks.
+_ROW_COST = 32
+
+
+def _tiles(active, f, nworkers, tile_blocks=(6, 8)):
+    """Tiles of the block grid holding active blocks, grouped by colour and by worker.
 
     Tiles cover ``tile_blocks`` blocks along axes 0 and 1 and the active span along axis 2.
     They are grouped in four colours by the parity of their tile index on axes 0 and 1: two
     tiles of one colour are a whole tile (>= 2 f + 1 voxels) apart on one axis, so their
     outputs are disjoint and a colour's tiles run in parallel without write conflicts.
+    Within a colour the tiles are dealt to ``nworkers`` workers, largest first, each to
+    the least loaded (cost: active block rows times their length plus ``_ROW_COST``), so
+    that the static schedule of the parallel loop over the workers is balanced.
+
+    Returns ``tiles`` (n, 6) of (bx0, bx1, by0, by1, bz0, bz1), int64, ordered by colour
+    and then by worker, and ``starts`` (4 nworkers + 1): worker ``w`` of colour ``c``
+    processes ``tiles[starts[c * nworkers + w] : starts[c * nworkers + w + 1]]``.
     """
     tx = max(tile_blocks[0], f + 1)
     ty = max(tile_blocks[1], f + 1)
@@ -504,14 +691,21 @@ def _tiles(active, f, tile_blocks=(6, 8)):
             sub = active[x0 : x0 + tx, y0 : y0 + ty]
             zs = np.nonzero(sub.any(axis=(0, 1)))[0]
             if zs.size:
-                groups[2 * (ix % 2) + iy % 2].append(
-                    (x0, min(x0 + tx, bx), y0, min(y0 + ty, by), zs[0], zs[-1] + 1)
-                )
-    rng = np.random.default_rng(0)  # fixed shuffle: balances the static thread schedule
+                rows = int(sub.any(axis=2).sum())
+                cost = rows * (int(zs[-1] + 1 - zs[0]) + _ROW_COST)
+                tile = (x0, min(x0 + tx, bx), y0, min(y0 + ty, by), zs[0], zs[-1] + 1)
+                groups[2 * (ix % 2) + iy % 2].append((cost, tile))
     tiles, starts = [], [0]
     for g in groups:
-        tiles.extend(g[i] for i in rng.permutation(len(g)))
-        starts.append(len(tiles))
+        load = [0] * nworkers
+        work = [[] for _ in range(nworkers)]
+        for cost, tile in sorted(g, key=lambda ct: -ct[0]):  # stable: ties keep grid order
+            w = load.index(min(load))
+            load[w] += cost
+            work[w].append(tile)
+        for w in work:
+            tiles.extend(w)
+            starts.append(len(tiles))
     tiles = np.asarray(tiles, dtype=np.int64).reshape(-1, 6)
     return tiles, np.asarray(starts, dtype=np.int64)
 
@@ -522,49 +716,63 @@ def _positive_mean_filter(x, r):
     Three passes (axis 0, 1, 2), each averaging the positive values of a line window with
     reflected borders, as the authors' ``Regularize``; float64 of ``x``'s shape.
     """
-    out = np.ascontiguousarray(x, dtype=np.float64)
-    n0, n1, n2 = out.shape
-    out = _positive_mean_mid(out.reshape(1, n0, n1 * n2), r).reshape(n0, n1, n2)
-    out = _positive_mean_mid(out, r)
-    out = _positive_mean_mid(out.reshape(n0 * n1, n2, 1), r).reshape(n0, n1, n2)
-    return out
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n0, n1, n2 = x.shape
+    a = np.empty_like(x)  # numpy's allocations get transparent huge pages
+    b = np.empty_like(x)
+    _positive_mean_mid(x.reshape(1, n0, n1 * n2), r, a.reshape(1, n0, n1 * n2))
+    _positive_mean_mid(a, r, b)
+    _positive_mean_mid(b.reshape(n0 * n1, n2, 1), r, a.reshape(n0 * n1, n2, 1))
+    return a
 
 
 @njit(cache=True, nogil=True)
 def _reflect(i, n):
     """Index of a reflected border (period 2n: ... b a | a b ... z | z y ...)."""
+    if 0 <= i < n:
+        return i  # the common case, without an integer division
     i = i % (2 * n)
     return 2 * n - 1 - i if i >= n else i
 
 
+@njit(cache=True, nogil=True)
+def _wrap(i, n):
+    """``i mod n``, without an integer division when ``0 <= i < n``."""
+    return i if 0 <= i < n else i % n
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def _positive_mean_mid(x, r):
-    """Positive-value window mean along the middle axis of (A, N, B), vectorised over B."""
+def _positive_mean_mid(x, r, out):
+    """Positive-value window mean along the middle axis of (A, N, B) into ``out``,
+    vectorised over B."""
     na, n, nb = x.shape
-    out = np.empty_like(x)
     chunk = 1024 if nb > 1 else 1
     nchunk = (nb + chunk - 1) // chunk
     if nb == 1:
-        # Lines along the last axis of the volume: slide over N directly.
+        # Lines along the last axis of the volume: slide over N directly, on a copy of the
+        # line with its reflected borders (ext[j] = line[reflect(j - r)]).
         for a in prange(na):
+            ext = np.empty(n + 2 * r)
+            for j in range(n + 2 * r):
+                ext[j] = x[a, _reflect(j - r, n), 0]
             s = 0.0
             c = 0
-            for j in range(-r, r):
-                e = x[a, _reflect(j, n), 0]
+            for j in range(2 * r):
+                e = ext[j]
                 if e > 0.0:
                     s += e
                     c += 1
             for i in range(n):
-                e = x[a, _reflect(i + r, n), 0]
+                e = ext[i + 2 * r]
                 if e > 0.0:
                     s += e
                     c += 1
                 out[a, i, 0] = s / c if c > 0 else 0.0
-                e = x[a, _reflect(i - r, n), 0]
+                e = ext[i]
                 if e > 0.0:
                     s -= e
                     c -= 1
-        return out
+        return
     for job in prange(na * nchunk):
         a = job // nchunk
         b0 = (job % nchunk) * chunk
@@ -592,20 +800,21 @@ def _positive_mean_mid(x, r):
                 pos = row[k] > 0.0
                 s[k] -= row[k] if pos else 0.0
                 c[k] -= 1.0 if pos else 0.0
-    return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _blockwise_kernel(
-    qimg, qres, qacc, pmean, pvar, pvalid, active, tiles, f, v, offs, h2_floor,
-    est, cnt, dsum, dcnt,
+    qimg, qres, qacc, pmean, pvar, pvalid, active, tiles, starts, radii, pad, offs,
+    h2_floor, est, cnt, dsum, dcnt,
 ):  # fmt: skip
-    """Process tiles of one colour in parallel (their outputs do not overlap)."""
-    for t in prange(tiles.shape[0]):
-        _process_tile(
-            tiles[t], qimg, qres, qacc, pmean, pvar, pvalid, active, offs, f, v, h2_floor,
-            est, cnt, dsum, dcnt,
-        )  # fmt: skip
+    """Process the tiles of one colour in parallel (their outputs do not overlap): worker
+    ``w`` takes ``tiles[starts[w] : starts[w + 1]]``."""
+    for w in prange(starts.shape[0] - 1):
+        for t in range(starts[w], starts[w + 1]):
+            _process_tile(
+                tiles[t], qimg, qres, qacc, pmean, pvar, pvalid, active, offs, radii, pad,
+                h2_floor, est, cnt, dsum, dcnt,
+            )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -628,83 +837,113 @@ def _exp_neg(t):
 
 @njit(cache=True, nogil=True)
 def _process_tile(
-    tile, qimg, qres, qacc, pmean, pvar, pvalid, active, offs, f, v, h2_floor,
+    tile, qimg, qres, qacc, pmean, pvar, pvalid, active, offs, radii, pad, h2_floor,
     est, cnt, dsum, dcnt,
 ):  # fmt: skip
-    """All blocks of one tile: distances, weights, then the weighted blocks onto voxels."""
+    """All blocks of one tile, for every patch radius: distances (shared), then weights and
+    the weighted blocks onto the voxels (``est[i]`` etc. for ``radii[i]``)."""
     bx0, bx1, by0, by1, bz0, bz1 = tile[0], tile[1], tile[2], tile[3], tile[4], tile[5]
     nbx, nby, nbz = bx1 - bx0, by1 - by0, bz1 - bz0
     nblk = nbx * nby * nbz
+    nr = radii.shape[0]
     # Per-block flags: active (output needed) and filterable (centre passes the tests).
-    act = np.zeros(nblk, dtype=np.bool_)
-    filt = np.zeros(nblk, dtype=np.bool_)
-    for bxl in range(nbx):
-        for byl in range(nby):
-            for bzl in range(nbz):
-                b = (bxl * nby + byl) * nbz + bzl
-                a = active[bx0 + bxl, by0 + byl, bz0 + bzl]
-                act[b] = a
-                filt[b] = a and pvalid[0, 0, 0, bx0 + bxl, by0 + byl, bz0 + bzl]
-    wst, dmin, ncand = _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, f, v)
-    _tile_weights(wst, dmin, ncand, act, h2_floor)
+    act = np.zeros((nr, nblk), dtype=np.bool_)
+    filt = np.zeros((nr, nblk), dtype=np.bool_)
+    for ri in range(nr):
+        for bxl in range(nbx):
+            for byl in range(nby):
+                for bzl in range(nbz):
+                    b = (bxl * nby + byl) * nbz + bzl
+                    a = active[ri, bx0 + bxl, by0 + byl, bz0 + bzl]
+                    act[ri, b] = a
+                    filt[ri, b] = a and pvalid[0, 0, 0, bx0 + bxl, by0 + byl, bz0 + bzl]
+    wst, dmin, ncand = _tile_distances(
+        tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pad
+    )
     extra = np.zeros((3, nblk), dtype=np.float32)
-    for b in range(nblk):
-        hasd = act[b] and ncand[b] > 0
-        extra[0, b] = np.float32(1.0) if act[b] else np.float32(0.0)
-        extra[1, b] = np.float32(1.0) if hasd else np.float32(0.0)
-        extra[2, b] = dmin[b] if hasd else np.float32(0.0)
-    _tile_spread(tile, wst, extra, qacc, offs, f, v, est, cnt, dcnt, dsum)
+    for ri in range(nr):
+        _tile_weights(wst[ri], dmin[ri], ncand[ri], act[ri], h2_floor)
+        for b in range(nblk):
+            hasd = act[ri, b] and ncand[ri, b] > 0
+            extra[0, b] = np.float32(1.0) if act[ri, b] else np.float32(0.0)
+            extra[1, b] = np.float32(1.0) if hasd else np.float32(0.0)
+            extra[2, b] = dmin[ri, b] if hasd else np.float32(0.0)
+        _tile_spread(
+            tile, wst[ri], extra, qacc, offs, radii[ri], pad, est[ri], cnt[ri], dcnt[ri],
+            dsum[ri],
+        )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, f, v):
+def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pad):
     """Preselection and patch distances of the tile's blocks for every search offset.
 
-    Returns ``wst`` (offsets, blocks): the mean squared patch difference, -1 where the
-    candidate is not preselected (row 0, the block itself, is left unset); ``dmin``: the
-    smallest mean-subtracted distance per block (inf if none); ``ncand``: the number of
-    preselected candidates. The squared differences between the image and its copy shifted
-    by the offset are summed over all patches of the tile by separable box sums (along y
-    and x on contiguous rows kept parity-split along z, then along z at the even block
-    positions); voxel rows that no block row with a preselected candidate needs are skipped.
+    ``filt`` (radii, blocks): the filterable blocks for each patch radius (``radii``
+    ascending; ``pad``: the padding of ``qimg`` and ``qres``, at least search radius plus
+    the largest patch radius). Returns ``wst`` (radii, offsets, blocks): the mean squared
+    patch difference, -1 where the candidate is not preselected (row 0, the block itself,
+    is left unset); ``dmin`` (radii, blocks): the smallest mean-subtracted distance per
+    block (inf if none); ``ncand``: the number of preselected candidates. The squared
+    differences between the image and its copy shifted by the offset are formed once, over
+    the patches of the largest radius, and summed over all patches of the tile for every
+    radius by separable box sums (along y and x on contiguous rows kept parity-split along
+    z, then along z at the even block positions); voxel rows that no block row with a
+    preselected candidate needs are skipped.
     """
     hx, hy, hz = pmean.shape[3], pmean.shape[4], pmean.shape[5]
     bx0, bx1, by0, by1, bz0, bz1 = tile[0], tile[1], tile[2], tile[3], tile[4], tile[5]
     nbx, nby, nbz = bx1 - bx0, by1 - by0, bz1 - bz0
     nblk = nbx * nby * nbz
     nq = offs.shape[0]
-    pad = v + f
-    ps = 2 * f + 1
-    inv_n = np.float32(1.0 / (ps * ps * ps))
+    nr = radii.shape[0]
+    fm = radii[nr - 1]
     mu_lo = np.float32(_MEAN_RATIO)
     mu_hi = np.float32(1.0 / _MEAN_RATIO)
     var_lo = np.float32(_VAR_RATIO)
     var_hi = np.float32(1.0 / _VAR_RATIO)
     inf32 = np.float32(np.inf)
+    # The voxel planes / rows / columns under the tile's largest patches; a patch of radius
+    # f <= fm of block row b holds local rows 2 b + (fm - f) .. 2 b + (fm - f) + 2 f.
+    nxl = 2 * nbx + 2 * fm - 1
+    nyl = 2 * nby + 2 * fm - 1
+    nzl = 2 * nbz + 2 * fm - 1
+    xa = 2 * bx0 - fm + pad  # their first index in the padded arrays
+    ya = 2 * by0 - fm + pad
+    za = 2 * bz0 - fm + pad
+    ne = nbz + fm  # even / odd columns along z
+    no = nbz + fm - 1
+    inv_n = np.empty(nr, dtype=np.float32)
+    e_base = np.empty(nr, dtype=np.int64)  # where the patch columns of block 0 start
+    o_base = np.empty(nr, dtype=np.int64)
+    for ri in range(nr):
+        f = radii[ri]
+        ps = 2 * f + 1
+        inv_n[ri] = np.float32(1.0 / (ps * ps * ps))
+        # Patch columns of block bzl: 2 bzl + d + t, t = 0..2f (d = fm - f); the even t
+        # (summed first, as column by column) and the odd t, in the parity-split row.
+        d = fm - f
+        e_base[ri] = d // 2 if d % 2 == 0 else ne + d // 2
+        o_base[ri] = ne + d // 2 if d % 2 == 0 else (d + 1) // 2
 
-    wst = np.empty((nq, nblk), dtype=np.float32)
-    dmin = np.full(nblk, inf32, dtype=np.float32)
-    ncand = np.zeros(nblk, dtype=np.int32)
-    sel = np.zeros(nblk, dtype=np.bool_)
-    nxl = 2 * nbx + 2 * f - 1  # voxel planes / rows / columns under the tile's patches
-    nyl = 2 * nby + 2 * f - 1
-    nzl = 2 * nbz + 2 * f - 1
-    xa = 2 * bx0 - f + pad  # their first index in the padded arrays
-    ya = 2 * by0 - f + pad
-    za = 2 * bz0 - f + pad
-    ne = nbz + f  # even / odd columns under the tile's patches along z
-    no = nbz + f - 1
+    wst = np.empty((nr, nq, nblk), dtype=np.float32)
+    dmin = np.full((nr, nblk), inf32, dtype=np.float32)
+    ncand = np.zeros((nr, nblk), dtype=np.int32)
+    sel = np.zeros((nr, nblk), dtype=np.bool_)
+    ok = np.empty(nbz, dtype=np.bool_)
     erow_p = np.empty(nzl, dtype=np.float32)
     erow_m = np.empty(nzl, dtype=np.float32)
-    sy_p = np.empty(nby * nzl, dtype=np.float32)
-    sy_m = np.empty(nby * nzl, dtype=np.float32)
-    sxy_p = np.empty(nbx * nby * nzl, dtype=np.float32)
-    sxy_m = np.empty(nbx * nby * nzl, dtype=np.float32)
+    sy_p = np.empty((nr, nby * nzl), dtype=np.float32)
+    sy_m = np.empty((nr, nby * nzl), dtype=np.float32)
+    sxy_p = np.empty((nr, nbx * nby * nzl), dtype=np.float32)
+    sxy_m = np.empty((nr, nbx * nby * nzl), dtype=np.float32)
     zs_p = np.empty(nbz, dtype=np.float32)
     zs_m = np.empty(nbz, dtype=np.float32)
-    rowsel = np.zeros(nbx * nby, dtype=np.bool_)  # block row has a preselected candidate
-    plane_sel = np.zeros(nbx, dtype=np.bool_)
-    colsel = np.zeros(nby, dtype=np.bool_)
+    rowsel = np.zeros((nr, nbx * nby), dtype=np.bool_)  # block row has a candidate
+    plane_sel = np.zeros((nr, nbx), dtype=np.bool_)
+    colsel = np.zeros((nr, nby), dtype=np.bool_)
+    nsel = np.zeros(nr, dtype=np.int64)
+    anyx = np.zeros(nr, dtype=np.bool_)
+    anyy = np.zeros(nr, dtype=np.bool_)
     for q in range(1, nq):
         dx, dy, dz = offs[q, 0], offs[q, 1], offs[q, 2]
         # Neighbour of block b: voxel 2 b + d = 2 (b + d // 2) + d % 2 (parity-split copy).
@@ -712,78 +951,95 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, f, v):
         ddx, ddy, ddz = dx // 2, dy // 2, dz // 2
         zlo = max(bz0, -ddz)  # blocks whose neighbour lies inside the volume along z
         zhi = min(bz1, hz - ddz)
-        nsel = 0
+        nsel[:] = 0
         sel[:] = False
         for bxl in range(nbx):
             ix = bx0 + bxl + ddx
             for byl in range(nby):
                 iy = by0 + byl + ddy
-                rowsel[bxl * nby + byl] = False
+                r = bxl * nby + byl
+                for ri in range(nr):
+                    rowsel[ri, r] = False
                 if ix < 0 or ix >= hx or iy < 0 or iy >= hy or zhi <= zlo:
                     continue
-                rb = (bxl * nby + byl) * nbz
+                rb = r * nbz
+                nz = zhi - zlo
                 mc = pmean[0, 0, 0, bx0 + bxl, by0 + byl, zlo:zhi]
                 vc = pvar[0, 0, 0, bx0 + bxl, by0 + byl, zlo:zhi]
                 mn = pmean[px, py, pz, ix, iy, zlo + ddz : zhi + ddz]
                 vn = pvar[px, py, pz, ix, iy, zlo + ddz : zhi + ddz]
                 okn = pvalid[px, py, pz, ix, iy, zlo + ddz : zhi + ddz]
-                fr = filt[rb + zlo - bz0 : rb + zhi - bz0]
-                sr = sel[rb + zlo - bz0 : rb + zhi - bz0]
-                cnt_row = 0
-                for i in range(zhi - zlo):
+                for i in range(nz):
                     a = mc[i]
                     m = mn[i]
                     c = vc[i]
                     w = vn[i]
-                    ok = (
-                        fr[i]
-                        & okn[i]
+                    ok[i] = (
+                        okn[i]
                         & (a > mu_lo * m)
                         & (a < mu_hi * m)
                         & (c > var_lo * w)
                         & (c < var_hi * w)
                     )
-                    sr[i] = ok
-                    cnt_row += np.int64(ok)
-                nsel += cnt_row
-                rowsel[bxl * nby + byl] = cnt_row > 0
-        wq = wst[q]
-        wq[:] = -1.0
-        if nsel == 0:
+                for ri in range(nr):
+                    fr = filt[ri, rb + zlo - bz0 : rb + zhi - bz0]
+                    sr = sel[ri, rb + zlo - bz0 : rb + zhi - bz0]
+                    for i in range(nz):
+                        sr[i] = fr[i] & ok[i]
+                    cnt_row = 0
+                    for i in range(nz):  # a separate loop: both vectorise
+                        cnt_row += sr[i]
+                    nsel[ri] += cnt_row
+                    rowsel[ri, r] = cnt_row > 0
+        for ri in range(nr):
+            wst[ri, q] = -1.0
+        if nsel.max() == 0:
             continue
         # Skip the voxel rows that no block row with a preselected candidate needs.
-        for byl in range(nby):
-            colsel[byl] = False
-        for bxl in range(nbx):
-            plane_sel[bxl] = False
-            for byl in range(nby):
-                if rowsel[bxl * nby + byl]:
-                    plane_sel[bxl] = True
+        for ri in range(nr):
+            for bxl in range(nbx):
+                plane_sel[ri, bxl] = False
+                for byl in range(nby):
+                    if rowsel[ri, bxl * nby + byl]:
+                        plane_sel[ri, bxl] = True
         sxy_p[:] = 0.0
         sxy_m[:] = 0.0
         n2 = nby * nzl
         for xl in range(nxl):
-            xlo = max(0, (xl - 2 * f + 1) // 2)
-            xhi = min(nbx - 1, xl // 2)
-            anyx = False
-            for bxl in range(xlo, xhi + 1):
-                anyx = anyx or plane_sel[bxl]
-            if not anyx:
-                continue
-            for byl in range(nby):
-                colsel[byl] = False
+            anyxx = False
+            for ri in range(nr):
+                f = radii[ri]
+                xs = xl - (fm - f)  # the plane in the radius' own local coordinates
+                xlo = max(0, (xs - 2 * f + 1) // 2)
+                xhi = min(nbx - 1, xs // 2) if xs >= 0 else -1
+                anyx[ri] = False
                 for bxl in range(xlo, xhi + 1):
-                    if rowsel[bxl * nby + byl]:
-                        colsel[byl] = True
-            sy_p[:] = 0.0
-            sy_m[:] = 0.0
+                    anyx[ri] = anyx[ri] or plane_sel[ri, bxl]
+                anyxx = anyxx or anyx[ri]
+                if not anyx[ri]:
+                    continue
+                for byl in range(nby):
+                    colsel[ri, byl] = False
+                    for bxl in range(xlo, xhi + 1):
+                        if rowsel[ri, bxl * nby + byl]:
+                            colsel[ri, byl] = True
+                sy_p[ri] = 0.0
+                sy_m[ri] = 0.0
+            if not anyxx:
+                continue
             for yl in range(nyl):
-                ylo = max(0, (yl - 2 * f + 1) // 2)
-                yhi = min(nby - 1, yl // 2)
-                anyy = False
-                for byl in range(ylo, yhi + 1):
-                    anyy = anyy or colsel[byl]
-                if not anyy:
+                anyyy = False
+                for ri in range(nr):
+                    f = radii[ri]
+                    ys = yl - (fm - f)
+                    ylo = max(0, (ys - 2 * f + 1) // 2)
+                    yhi = min(nby - 1, ys // 2) if ys >= 0 else -1
+                    anyy[ri] = False
+                    if anyx[ri]:
+                        for byl in range(ylo, yhi + 1):
+                            anyy[ri] = anyy[ri] or colsel[ri, byl]
+                    anyyy = anyyy or anyy[ri]
+                if not anyyy:
                     continue
                 # Rows are kept parity-split along z: even columns, then odd columns.
                 for par in range(2):
@@ -802,49 +1058,74 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, f, v):
                         ep[z] = e * e
                         g = r0[z] - r1[z]
                         em[z] = g * g
-                # Block rows whose patches hold this voxel row: 0 <= yl - 2 byl <= 2 f.
-                for byl in range(ylo, yhi + 1):
-                    tp = sy_p[byl * nzl : (byl + 1) * nzl]
-                    tm = sy_m[byl * nzl : (byl + 1) * nzl]
-                    for z in range(nzl):
-                        tp[z] += erow_p[z]
-                        tm[z] += erow_m[z]
-            for bxl in range(xlo, xhi + 1):
-                tp = sxy_p[bxl * n2 : (bxl + 1) * n2]
-                tm = sxy_m[bxl * n2 : (bxl + 1) * n2]
-                for i in range(n2):
-                    tp[i] += sy_p[i]
-                    tm[i] += sy_m[i]
-        for r in range(nbx * nby):
-            if not rowsel[r]:
-                continue
-            rp = sxy_p[r * nzl : (r + 1) * nzl]
-            rm = sxy_m[r * nzl : (r + 1) * nzl]
-            # Patch of block bzl along z: even columns bzl..bzl+f, odd bzl..bzl+f-1.
-            zs_p[:] = rp[0:nbz]
-            zs_m[:] = rm[0:nbz]
-            for j in range(1, f + 1):
-                tp = rp[j : j + nbz]
-                tm = rm[j : j + nbz]
+                # Block rows whose patches hold this voxel row: 0 <= ys - 2 byl <= 2 f.
+                for ri in range(nr):
+                    if not anyy[ri]:
+                        continue
+                    f = radii[ri]
+                    ys = yl - (fm - f)
+                    ylo = max(0, (ys - 2 * f + 1) // 2)
+                    yhi = min(nby - 1, ys // 2)
+                    syp = sy_p[ri]
+                    sym = sy_m[ri]
+                    for byl in range(ylo, yhi + 1):
+                        tp = syp[byl * nzl : (byl + 1) * nzl]
+                        tm = sym[byl * nzl : (byl + 1) * nzl]
+                        for z in range(nzl):
+                            tp[z] += erow_p[z]
+                            tm[z] += erow_m[z]
+            for ri in range(nr):
+                if not anyx[ri]:
+                    continue
+                f = radii[ri]
+                xs = xl - (fm - f)
+                xlo = max(0, (xs - 2 * f + 1) // 2)
+                xhi = min(nbx - 1, xs // 2)
+                syp = sy_p[ri]
+                sym = sy_m[ri]
+                for bxl in range(xlo, xhi + 1):
+                    tp = sxy_p[ri, bxl * n2 : (bxl + 1) * n2]
+                    tm = sxy_m[ri, bxl * n2 : (bxl + 1) * n2]
+                    for i in range(n2):
+                        tp[i] += syp[i]
+                        tm[i] += sym[i]
+        for ri in range(nr):
+            f = radii[ri]
+            eb, ob = e_base[ri], o_base[ri]
+            wq = wst[ri, q]
+            for r in range(nbx * nby):
+                if not rowsel[ri, r]:
+                    continue
+                rp = sxy_p[ri, r * nzl : (r + 1) * nzl]
+                rm = sxy_m[ri, r * nzl : (r + 1) * nzl]
+                # Patch of block bzl along z: the even t first, then the odd t. (Element
+                # loops rather than slice assignments or one fused loop: these vectorise.)
                 for bzl in range(nbz):
-                    zs_p[bzl] += tp[bzl]
-                    zs_m[bzl] += tm[bzl]
-            for j in range(f):
-                tp = rp[ne + j : ne + j + nbz]
-                tm = rm[ne + j : ne + j + nbz]
+                    zs_p[bzl] = rp[eb + bzl]
+                    zs_m[bzl] = rm[eb + bzl]
+                for j in range(1, f + 1):
+                    tp = rp[eb + j : eb + j + nbz]
+                    tm = rm[eb + j : eb + j + nbz]
+                    for bzl in range(nbz):
+                        zs_p[bzl] += tp[bzl]
+                        zs_m[bzl] += tm[bzl]
+                for j in range(f):
+                    tp = rp[ob + j : ob + j + nbz]
+                    tm = rm[ob + j : ob + j + nbz]
+                    for bzl in range(nbz):
+                        zs_p[bzl] += tp[bzl]
+                        zs_m[bzl] += tm[bzl]
+                sr = sel[ri, r * nbz : (r + 1) * nbz]
+                wr = wq[r * nbz : (r + 1) * nbz]
+                dr = dmin[ri, r * nbz : (r + 1) * nbz]
+                cr = ncand[ri, r * nbz : (r + 1) * nbz]
+                inv = inv_n[ri]
                 for bzl in range(nbz):
-                    zs_p[bzl] += tp[bzl]
-                    zs_m[bzl] += tm[bzl]
-            sr = sel[r * nbz : (r + 1) * nbz]
-            wr = wq[r * nbz : (r + 1) * nbz]
-            dr = dmin[r * nbz : (r + 1) * nbz]
-            cr = ncand[r * nbz : (r + 1) * nbz]
-            for bzl in range(nbz):
-                s = sr[bzl]
-                wr[bzl] = zs_p[bzl] * inv_n if s else np.float32(-1.0)
-                dm = zs_m[bzl] * inv_n if s else inf32
-                dr[bzl] = min(dr[bzl], dm)
-                cr[bzl] += s
+                    wr[bzl] = zs_p[bzl] * inv if sr[bzl] else np.float32(-1.0)
+                for bzl in range(nbz):
+                    dr[bzl] = min(dr[bzl], zs_m[bzl] * inv if sr[bzl] else inf32)
+                for bzl in range(nbz):
+                    cr[bzl] += sr[bzl]
     return wst, dmin, ncand
 
 
@@ -891,7 +1172,7 @@ def _tile_weights(wst, dmin, ncand, act, h2_floor):
 
 
 @njit(cache=True, nogil=True)
-def _tile_spread(tile, wst, extra, qacc, offs, f, v, est, cnt, dcnt, dsum):
+def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
     """Add the tile's weighted blocks onto the voxels (adjoint separable box sums).
 
     Sources 0..nq-1: the normalised weights of each offset, times the image shifted by the
@@ -899,12 +1180,12 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, v, est, cnt, dcnt, dsum):
     (coverage, count and sum of the minimum distances) into ``cnt``, ``dcnt`` and ``dsum``.
     Rows along z run over the unclipped columns ``2 bz0 - f .. 2 (bz1 - 1) + f``, kept
     parity-split (even columns, then odd ones) so that every inner loop is contiguous.
+    ``qacc`` is padded by ``pad`` voxels per side (at least search radius plus ``f``).
     """
     nx, ny, nz = est.shape
     bx0, bx1, by0, by1, bz0, bz1 = tile[0], tile[1], tile[2], tile[3], tile[4], tile[5]
     nbx, nby, nbz = bx1 - bx0, by1 - by0, bz1 - bz0
     nq = wst.shape[0]
-    pad = v + f
     ne = nbz + f  # even / odd columns along z
     no = nbz + f - 1
     nzl = ne + no
@@ -1070,43 +1351,50 @@ _WAVELET_MARGIN = 8  # zeros appended per axis: the periodic transform never wra
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _analysis_last(x, h0, h1):
-    """Periodic two-band analysis along the last axis: lo, hi of half its length.
+def _analysis_last(x, h0, h1, lo, hi):
+    """Periodic two-band analysis along the last axis into lo, hi (half its length).
 
-    ``lo[i] = sum_k h0[k] x[(2 i + T/2 - k) mod n]`` (T taps), as dipy.core.wavelet.
+    ``lo[i] = sum_k h0[k] x[(2 i + T/2 - k) mod n]`` (T taps), as dipy.core.wavelet. The
+    periodic extension is split into its even and odd samples, so that every tap is a
+    contiguous, vectorised pass over the outputs (the taps are summed in order).
     """
     na, nb, n = x.shape
     m = n // 2
     nt = h0.shape[0]
     half = nt // 2
-    lo = np.empty((na, nb, m))
-    hi = np.empty((na, nb, m))
+    ne = m + nt // 2 + 1  # ext[j] = x[(j - (nt - 1 - half)) mod n], j < n + nt
     for a in prange(na):
-        ext = np.empty(n + nt)  # ext[j] = x[(j - (nt - 1 - half)) mod n]
+        ev = np.empty(ne)  # ev[j] = ext[2 j], od[j] = ext[2 j + 1]
+        od = np.empty(ne)
+        s0 = np.empty(m)
+        s1 = np.empty(m)
         for b in range(nb):
             row = x[a, b]
-            for j in range(n + nt):
-                ext[j] = row[(j - (nt - 1 - half)) % n]
-            rl = lo[a, b]
-            rh = hi[a, b]
-            for i in range(m):
-                s0 = 0.0
-                s1 = 0.0
-                for k in range(nt):
-                    e = ext[2 * i + nt - 1 - k]
-                    s0 += h0[k] * e
-                    s1 += h1[k] * e
-                rl[i] = s0
-                rh[i] = s1
-    return lo, hi
+            for j in range(ne):
+                ev[j] = row[_wrap(2 * j - (nt - 1 - half), n)]
+                od[j] = row[_wrap(2 * j + 1 - (nt - 1 - half), n)]
+            s0[:] = 0.0
+            s1[:] = 0.0
+            for k in range(nt):
+                # ext[2 i + nt - 1 - k]: an even or an odd sample, shifted by c // 2.
+                c = nt - 1 - k
+                src = ev[c // 2 : c // 2 + m] if c % 2 == 0 else od[c // 2 : c // 2 + m]
+                c0 = h0[k]
+                c1 = h1[k]
+                for i in range(m):
+                    s0[i] += c0 * src[i]
+                    s1[i] += c1 * src[i]
+            lo[a, b] = s0
+            hi[a, b] = s1
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _synthesis_last(lo, hi, g0, g1):
-    """Inverse of :func:`_analysis_last` (periodic upsampling and filtering).
+def _synthesis_last(lo, hi, g0, g1, y):
+    """Inverse of :func:`_analysis_last` (periodic upsampling and filtering) into ``y``.
 
     ``y[i] = sum_k g[k] up[(i + T/2 - 1 - k) mod n]`` with ``up`` the zero-interleaved
-    band; only taps of the parity of ``i`` meet a sample (polyphase form). T = 10.
+    band; only taps of the parity of ``i`` meet a sample (polyphase form). T = 10. Each tap
+    is a vectorised pass over the even and the odd outputs (the taps summed in order).
     """
     na, nb, m = lo.shape
     n = 2 * m
@@ -1114,100 +1402,143 @@ def _synthesis_last(lo, hi, g0, g1):
     nh = nt // 2  # taps per phase
     c = (nh - 1) // 2  # y[2t] and y[2t+1] use band samples t + c - u, u = 0..nh-1
     lead = nh - 1 - c
-    y = np.empty((na, nb, n))
     for a in prange(na):
         el = np.empty(m + nh)  # el[j] = band[(j - lead) mod m]
         eh = np.empty(m + nh)
+        se = np.empty(m)
+        so = np.empty(m)
         for b in range(nb):
             rl = lo[a, b]
             rh = hi[a, b]
             for j in range(m + nh):
-                src = (j - lead) % m
+                src = _wrap(j - lead, m)
                 el[j] = rl[src]
                 eh[j] = rh[src]
+            se[:] = 0.0
+            so[:] = 0.0
+            for u in range(nh):
+                le = el[nh - 1 - u : nh - 1 - u + m]
+                he = eh[nh - 1 - u : nh - 1 - u + m]
+                e0, e1 = g0[2 * u], g1[2 * u]
+                o0, o1 = g0[2 * u + 1], g1[2 * u + 1]
+                for t in range(m):
+                    se[t] += e0 * le[t] + e1 * he[t]
+                    so[t] += o0 * le[t] + o1 * he[t]
             ry = y[a, b]
             for t in range(m):
-                s_even = 0.0
-                s_odd = 0.0
-                for u in range(nh):
-                    le = el[t + nh - 1 - u]
-                    he = eh[t + nh - 1 - u]
-                    s_even += g0[2 * u] * le + g1[2 * u] * he
-                    s_odd += g0[2 * u + 1] * le + g1[2 * u + 1] * he
-                ry[2 * t] = s_even
-                ry[2 * t + 1] = s_odd
-    return y
+                ry[2 * t] = se[t]
+                ry[2 * t + 1] = so[t]
+
+
+_CHUNK = 512  # accumulator length along the vectorised axis: stays in L1
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _analysis_mid(x, h0, h1):
-    """:func:`_analysis_last` along the middle axis of (A, N, B), vectorised over B."""
+def _analysis_mid(x, h0, h1, lo, hi):
+    """:func:`_analysis_last` along the middle axis of (A, N, B), vectorised over B.
+
+    Outputs are accumulated over the taps in chunks of B that stay in L1 (taps in order);
+    each job runs down one chunk column, so the rows that consecutive outputs share are
+    read from cache.
+    """
     na, n, nb = x.shape
     m = n // 2
     nt = h0.shape[0]
     half = nt // 2
-    lo = np.zeros((na, m, nb))
-    hi = np.zeros((na, m, nb))
-    for job in prange(na * m):
-        a = job // m
-        i = job % m
-        rl = lo[a, i]
-        rh = hi[a, i]
-        for k in range(nt):
-            row = x[a, (2 * i + half - k) % n]
-            c0 = h0[k]
-            c1 = h1[k]
-            for b in range(nb):
-                rl[b] += c0 * row[b]
-                rh[b] += c1 * row[b]
-    return lo, hi
+    nchunk = (nb + _CHUNK - 1) // _CHUNK
+    for job in prange(na * nchunk):
+        a = job // nchunk
+        b0 = job % nchunk * _CHUNK
+        w = min(_CHUNK, nb - b0)
+        s0 = np.empty(w)
+        s1 = np.empty(w)
+        for i in range(m):
+            s0[:] = 0.0
+            s1[:] = 0.0
+            for k in range(nt):
+                row = x[a, _wrap(2 * i + half - k, n), b0 : b0 + w]
+                c0 = h0[k]
+                c1 = h1[k]
+                for b in range(w):
+                    s0[b] += c0 * row[b]
+                    s1[b] += c1 * row[b]
+            lo[a, i, b0 : b0 + w] = s0
+            hi[a, i, b0 : b0 + w] = s1
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _synthesis_mid(lo, hi, g0, g1):
-    """:func:`_synthesis_last` along the middle axis of (A, M, B), vectorised over B."""
+def _synthesis_mid(lo, hi, g0, g1, y):
+    """:func:`_synthesis_last` along the middle axis of (A, M, B), vectorised over B.
+
+    Outputs are accumulated over the taps in chunks of B that stay in L1 (taps in order);
+    each job runs down one chunk column (band rows shared by consecutive outputs hit the
+    cache).
+    """
     na, m, nb = lo.shape
     nt = g0.shape[0]
     nh = nt // 2
     c = (nh - 1) // 2
-    y = np.zeros((na, 2 * m, nb))
-    for job in prange(na * m):
-        a = job // m
-        t = job % m
-        ye = y[a, 2 * t]
-        yo = y[a, 2 * t + 1]
-        for u in range(nh):
-            j = (t + c - u) % m
-            rl = lo[a, j]
-            rh = hi[a, j]
-            e0, e1 = g0[2 * u], g1[2 * u]
-            o0, o1 = g0[2 * u + 1], g1[2 * u + 1]
-            for b in range(nb):
-                ye[b] += e0 * rl[b] + e1 * rh[b]
-                yo[b] += o0 * rl[b] + o1 * rh[b]
-    return y
+    nchunk = (nb + _CHUNK - 1) // _CHUNK
+    for job in prange(na * nchunk):
+        a = job // nchunk
+        b0 = job % nchunk * _CHUNK
+        w = min(_CHUNK, nb - b0)
+        ye = np.empty(w)
+        yo = np.empty(w)
+        for t in range(m):
+            ye[:] = 0.0
+            yo[:] = 0.0
+            for u in range(nh):
+                j = _wrap(t + c - u, m)
+                rl = lo[a, j, b0 : b0 + w]
+                rh = hi[a, j, b0 : b0 + w]
+                e0, e1 = g0[2 * u], g1[2 * u]
+                o0, o1 = g0[2 * u + 1], g1[2 * u + 1]
+                for b in range(w):
+                    ye[b] += e0 * rl[b] + e1 * rh[b]
+                    yo[b] += o0 * rl[b] + o1 * rh[b]
+            y[a, 2 * t, b0 : b0 + w] = ye
+            y[a, 2 * t + 1, b0 : b0 + w] = yo
 
 
 def _analysis(x, axis):
-    """Periodic two-band analysis of a 3D array along ``axis`` (no transposes)."""
+    """Periodic two-band analysis of a 3D array along ``axis`` (no transposes).
+
+    The bands are allocated here, by numpy (transparent huge pages; numba's allocator
+    gets none).
+    """
     n0, n1, n2 = x.shape
+    shape = [n0, n1, n2]
+    shape[axis] //= 2
+    lo, hi = np.empty(shape), np.empty(shape)
     if axis == 2:
-        return _analysis_last(x, _AF_LO, _AF_HI)
-    if axis == 1:
-        return _analysis_mid(x, _AF_LO, _AF_HI)
-    lo, hi = _analysis_mid(x.reshape(1, n0, n1 * n2), _AF_LO, _AF_HI)
-    return lo.reshape(n0 // 2, n1, n2), hi.reshape(n0 // 2, n1, n2)
+        _analysis_last(x, _AF_LO, _AF_HI, lo, hi)
+    elif axis == 1:
+        _analysis_mid(x, _AF_LO, _AF_HI, lo, hi)
+    else:
+        _analysis_mid(
+            x.reshape(1, n0, n1 * n2), _AF_LO, _AF_HI,
+            lo.reshape(1, n0 // 2, n1 * n2), hi.reshape(1, n0 // 2, n1 * n2),
+        )  # fmt: skip
+    return lo, hi
 
 
 def _synthesis(lo, hi, axis):
     """Inverse of :func:`_analysis`."""
     m0, m1, m2 = lo.shape
+    shape = [m0, m1, m2]
+    shape[axis] *= 2
+    y = np.empty(shape)
     if axis == 2:
-        return _synthesis_last(lo, hi, _SF_LO, _SF_HI)
-    if axis == 1:
-        return _synthesis_mid(lo, hi, _SF_LO, _SF_HI)
-    y = _synthesis_mid(lo.reshape(1, m0, m1 * m2), hi.reshape(1, m0, m1 * m2), _SF_LO, _SF_HI)
-    return y.reshape(2 * m0, m1, m2)
+        _synthesis_last(lo, hi, _SF_LO, _SF_HI, y)
+    elif axis == 1:
+        _synthesis_mid(lo, hi, _SF_LO, _SF_HI, y)
+    else:
+        _synthesis_mid(
+            lo.reshape(1, m0, m1 * m2), hi.reshape(1, m0, m1 * m2), _SF_LO, _SF_HI,
+            y.reshape(1, 2 * m0, m1 * m2),
+        )  # fmt: skip
+    return y
 
 
 def _dwt3(x):
@@ -1250,9 +1581,19 @@ def _wavelet_mix(arr, fima_small, fima_large, sigma):
     for y3, y1, y2 in zip(w_noisy[1], w_small[1], w_large[1]):
         band = y3[sub]
         sig_x2 = np.var(band, ddof=1) - s2 if band.size > 1 else -1.0
-        mag = np.abs(y3)
-        thr = mag.max() if sig_x2 <= 0 else s2 / np.sqrt(sig_x2)
-        dist = 1.0 / (1.0 + np.exp(-0.01 * (mag - thr)))
-        highs.append(dist * y1 + (1.0 - dist) * y2)
+        # dist = 1 / (1 + exp(-0.01 (|y3| - thr))); mixed = dist y1 + (1 - dist) y2, in place
+        # (the bands are not needed afterwards).
+        dist = np.abs(y3)
+        thr = dist.max() if sig_x2 <= 0 else s2 / np.sqrt(sig_x2)
+        dist -= thr
+        dist *= -0.01
+        np.exp(dist, out=dist)
+        dist += 1.0
+        np.divide(1.0, dist, out=dist)
+        y1 *= dist
+        np.subtract(1.0, dist, out=dist)
+        y2 *= dist
+        y1 += y2
+        highs.append(y1)
     mixed = _idwt3(w_small[0], highs)
     return mixed[: shape[0], : shape[1], : shape[2]]
