@@ -1,12 +1,17 @@
 """The Snakemake workflow: schema validation, the DAG of every config, lint, a real tiny run."""
 
 import resource
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import REPO, job_counts
+from noise2average.io import load_nifti, save_nifti
 
 
 def test_default_dry_run_builds_every_job(run_snakemake):
@@ -162,6 +167,10 @@ def test_tiny_end_to_end_run(run_snakemake):
             for ext in ("png", "pdf"):
                 assert (results / "figures" / f"synthetic_dtype-{data_type}_{kind}.{ext}").stat().st_size > 1000
 
+    # Training jobs leave no resume files behind once their outputs are written.
+    assert not list(results.rglob("*.resume"))
+    _workflow_models_work_with_n2a(results, run_snakemake.workdir / "n2a")
+
     # A rerun has nothing to do: outputs are complete and reused.
     rerun = run_snakemake("-n", configfile=REPO / "config/test.yaml")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
@@ -178,3 +187,28 @@ def test_tiny_end_to_end_run(run_snakemake):
         assert name in report
     assert "absolute error against the reference" in report
     assert "the seeds are in the configuration" in report
+
+
+def _workflow_models_work_with_n2a(results, folder):
+    """``n2a denoise --pretrained`` takes the workflow's T1w and diffusion models."""
+    n2a = Path(sys.executable).with_name("n2a")
+    for data_type in ("t1w_rep", "dwi_appa"):
+        unit = results / "synthetic" / data_type
+        stack, affine, header = load_nifti(unit / "sub-01" / "inputs" / "sub-01_noisy.nii.gz")
+        repetitions = []
+        for k in range(stack.shape[-1]):
+            repetitions.append(folder / f"{data_type}_rep-{k + 1}.nii.gz")
+            save_nifti(repetitions[-1], stack[..., k], affine, header=header)
+        gradients = []
+        if data_type == "dwi_appa":
+            table = unit / "sub-01" / "inputs" / "sub-01_dwi"
+            gradients = ["--bvals", f"{table}.bval", "--bvecs", f"{table}.bvec"]
+        output = folder / f"{data_type}_n2a.nii.gz"
+        result = subprocess.run(
+            [n2a, "denoise", *repetitions, *gradients, "--pretrained",
+             unit / "models" / "desc-pretrained_model.pt", "-o", output, "--epochs", "1",
+             "--iterations", "1", "--device", "cpu", "--quiet"],
+            capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        denoised = load_nifti(output)[0]
+        assert denoised.shape == stack.shape[:-1] and np.isfinite(denoised).all()

@@ -20,12 +20,13 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path, PurePosixPath
+
+from ._files import temporary_beside
 
 __all__ = [
     "DownloadError",
@@ -297,11 +298,9 @@ def _open(url, timeout_s, *, what):
 
 
 def _temporary(destination):
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
-                                   dir=destination.parent)
+    handle, tmp = temporary_beside(destination, ".part")
     os.close(handle)
-    return Path(tmp)
+    return tmp
 
 
 def _copy(stream, sink, algorithms, *, label=None, log=None):

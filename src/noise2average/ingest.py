@@ -10,8 +10,10 @@ labelled as such in every table:
   gradient set of the SDnDTI repetitions (:mod:`noise2average.sdndti`).
 
 Repetitions must share a grid (``registration="none"``) or are registered rigidly to the
-first (``"rigid"``), as a real preprocessing pipeline would. Everything is checked before any
-heavy computation, and errors name the file.
+first (``"rigid"``), as a real preprocessing pipeline would. Images, gradient tables and the
+dataset's mask go through the checks of the ``n2a`` command line
+(:func:`noise2average.validate.open_repetitions`), headers of all files before any voxel
+data, and errors name the file.
 """
 
 import logging
@@ -24,16 +26,11 @@ from . import alignment as _alignment
 from . import bids as _bids
 from . import masking as _masking
 from . import sdndti as _sdndti
-from .io import load_gradients, load_nifti
+from . import validate as _validate
 
 __all__ = ["Ingested", "ingest_repetitions"]
 
 _LOG = logging.getLogger(__name__)
-
-#: Largest difference between the gradient tables of two DWI repetitions: b-values
-#: (s/mm^2, relative) and directions (sign-invariant, 1 - |cos|).
-_BVAL_RTOL = 0.02
-_BVEC_TOL = 1e-3
 
 
 @dataclass
@@ -72,24 +69,6 @@ class Ingested:
     info: dict = field(default_factory=dict)
 
 
-def _same_table(names, tables):
-    bvals0, bvecs0 = tables[0]
-    for name, (bvals, bvecs) in zip(names[1:], tables[1:]):
-        if bvals.shape != bvals0.shape:
-            raise ValueError(
-                f"{name}: {bvals.size} volumes, but {names[0]} has {bvals0.size}; the "
-                "repetitions of a diffusion series need one gradient table"
-            )
-        scale = np.maximum(np.abs(bvals0), 1.0)
-        weighted = bvals0 > 0
-        cosine = np.abs(np.sum(bvecs[weighted] * bvecs0[weighted], axis=1))
-        if np.any(np.abs(bvals - bvals0) > _BVAL_RTOL * scale) or np.any(1 - cosine > _BVEC_TOL):
-            raise ValueError(
-                f"{name}: its gradient table differs from {names[0]}'s; the repetitions "
-                "of a diffusion series need one gradient table"
-            )
-
-
 def _acquisition_warnings(data_type, parameters, names):
     """Sidecar facts that contradict the data type, worth a look but not a stop."""
     warnings = []
@@ -104,24 +83,6 @@ def _acquisition_warnings(data_type, parameters, names):
     return warnings
 
 
-def _unit_directions(bvals, bvecs):
-    """The table with its directions scaled to unit length (files carry 4-6 decimals)."""
-    norms = np.linalg.norm(bvecs, axis=1, keepdims=True)
-    return bvals, np.where(norms > 1e-6, bvecs / np.where(norms > 1e-6, norms, 1.0), 0.0)
-
-
-def _volume(image, name):
-    """A T1w image as a 3D volume; converters often write a trailing axis of length 1."""
-    if image.ndim == 4:
-        if image.shape[3] != 1:
-            raise ValueError(
-                f"{name}: {image.shape[3]} volumes along the 4th axis, but a T1w repetition is "
-                "one 3D volume"
-            )
-        return image[..., 0]
-    return image
-
-
 def _alignment_volume(image, bvals, b0_threshold):
     """The 3D volume registration works on: the image, or a series' mean b=0 volume."""
     if image.ndim == 3:
@@ -129,20 +90,17 @@ def _alignment_volume(image, bvals, b0_threshold):
     return image[..., bvals <= b0_threshold].mean(axis=-1)
 
 
-def _align(images, affines, names, bvals, registration, b0_threshold):
+def _align(images, affines, bvals, registration, b0_threshold):
     """Repetitions on the first one's grid, and a record of what was done."""
-    shapes = [image.shape[:3] for image in images]
     if registration == "none":
-        _alignment.check_same_grid(names, shapes, affines)
         return images, {"registration": "none (one grid checked)"}
     static = _alignment_volume(images[0], bvals, b0_threshold)
     aligned, matrices = [images[0]], [np.eye(4).tolist()]
     for image, affine in zip(images[1:], affines[1:]):
         moving = _alignment_volume(image, bvals, b0_threshold)
         _, matrix = _alignment.rigid_register(moving, affine, static, affines[0])
-        aligned.append(
-            _alignment.apply_rigid(image, affine, shapes[0], affines[0], matrix).astype(np.float32)
-        )
+        resampled = _alignment.apply_rigid(image, affine, images[0].shape, affines[0], matrix)
+        aligned.append(resampled.astype(np.float32))
         matrices.append(np.asarray(matrix).tolist())
     return aligned, {
         "registration": "rigid to the first repetition (dipy, mutual information, linear "
@@ -151,17 +109,10 @@ def _align(images, affines, names, bvals, registration, b0_threshold):
     }
 
 
-def _mask(mask_path, reference, bvals, affine, b0_threshold):
-    if mask_path is not None:
-        mask, mask_affine = load_nifti(mask_path, ndim=3)[:2]
-        _alignment.check_same_grid(
-            ["the first repetition", str(mask_path)], [reference.shape[:3], mask.shape],
-            [affine, mask_affine],
-        )
-        mask = mask > 0
-        if not mask.any():
-            raise ValueError(f"{mask_path}: the mask is empty")
-        return mask, f"from the dataset: {mask_path}"
+def _mask(given, mask_path, reference, bvals, b0_threshold):
+    """The dataset's mask when it ships one, else one computed from the reference."""
+    if given is not None:
+        return given, f"from the dataset: {mask_path}"
     if reference.ndim == 4:
         return (_masking.dwi_brain_mask(reference, bvals, b0_threshold=b0_threshold),
                 "computed: median_otsu on the mean b=0 volume of the reference")
@@ -200,35 +151,31 @@ def ingest_repetitions(bids_dir, repetition_set, data_type, *, inputs=2, registr
     Raises
     ------
     ValueError
-        Naming the file: unreadable or non-NIfTI images, wrong dimensionality, NaN or Inf,
-        grids that differ without registration, gradient tables that differ between
-        repetitions or do not match their series, fewer repetitions than ``inputs``, echo
-        times out of order, an empty mask.
+        Naming the files: echo times out of order; and, as
+        `noise2average.validate.InputError`, every problem
+        :func:`noise2average.validate.load_repetitions` reports, with fewer repetitions
+        than ``inputs`` as too few and grids compared only when ``registration="none"``.
     """
     root = Path(bids_dir)
     names = [str(root / image) for image in repetition_set.images]
     dwi = data_type in ("dwi_appa", "dti_subsets")
-    if data_type != "dti_subsets" and len(names) < inputs:
-        raise ValueError(
-            f"{names[0]}: {len(names)} repetitions found, {inputs} requested as inputs"
-        )
     metadata = [_bids.read_sidecar_metadata(root, sidecars)
                 for sidecars in repetition_set.sidecars]
     parameters = _bids.repetition_metadata(metadata, data_type=data_type, names=names)
 
-    loaded = [load_nifti(name, ndim=4 if dwi else (3, 4)) for name in names]
-    images = [image if dwi else _volume(image, name) for (image, _, _), name in zip(loaded, names)]
-    affines = [affine for _, affine, _ in loaded]
-    header = loaded[0][2]
-    bvals = bvecs = None
-    if dwi:
-        tables = [
-            _unit_directions(*load_gradients(root / bval, root / bvec, n_volumes=image.shape[3]))
-            for bval, bvec, image in zip(repetition_set.bvals, repetition_set.bvecs, images)
-        ]
-        _same_table(names, tables)
-        bvals, bvecs = tables[0]
-    images, record = _align(images, affines, names, bvals, registration, b0_threshold)
+    opened = _validate.open_repetitions(
+        names, dwi=dwi, mask=mask_path,
+        bvals=[root / bval for bval in repetition_set.bvals] if dwi else None,
+        bvecs=[root / bvec for bvec in repetition_set.bvecs] if dwi else None,
+        min_repetitions=1 if data_type == "dti_subsets" else inputs,
+        b0_threshold=b0_threshold, same_grid=registration == "none",
+    )
+    images = [opened.read(index) for index in range(len(names))]
+    given_mask = opened.read_mask()
+    affines = [image.affine for image in opened.images]
+    header = opened.images[0].header
+    bvals, bvecs = opened.bvals, opened.bvecs
+    images, record = _align(images, affines, bvals, registration, b0_threshold)
     info = {
         "unit": repetition_set.unit,
         "source_files": names,
@@ -252,7 +199,7 @@ def ingest_repetitions(bids_dir, repetition_set, data_type, *, inputs=2, registr
         fit = (series[..., used], bvals[used], bvecs[used])
         info["subsets"] = subset_info
         info["reference"] = "tensor fit of all directions of the shell, synthesized on the common set"
-        mask, mask_origin = _mask(mask_path, series, bvals, affines[0], b0_threshold)
+        mask, mask_origin = _mask(given_mask, mask_path, series, bvals, b0_threshold)
         bvals, bvecs = out_bvals, out_bvecs
     else:
         stack = np.stack(images, axis=-1)
@@ -261,7 +208,7 @@ def ingest_repetitions(bids_dir, repetition_set, data_type, *, inputs=2, registr
         fit = (reference, bvals, bvecs) if dwi else (None, None, None)
         info["inputs"] = [names[k] for k in range(inputs)]
         info["reference"] = f"mean of all {len(names)} repetitions (not a ground truth)"
-        mask, mask_origin = _mask(mask_path, reference, bvals, affines[0], b0_threshold)
+        mask, mask_origin = _mask(given_mask, mask_path, reference, bvals, b0_threshold)
         volumes = [_alignment_volume(image, bvals, b0_threshold) for image in images]
         info["alignment_correlation_with_first"] = _alignment.alignment_qc(volumes, mask)
     info["mask"] = mask_origin

@@ -9,12 +9,15 @@ finished.
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._files import temporary_beside
+
 __all__ = [
+    "open_nifti",
+    "read_nifti_data",
     "load_nifti",
     "save_nifti",
     "write_json",
@@ -22,6 +25,79 @@ __all__ = [
     "save_gradients",
     "load_gradients",
 ]
+
+
+def open_nifti(path, *, ndim=None):
+    """Open a NIfTI image and check its header, without reading the voxel data.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.nii`` or ``.nii.gz`` file.
+    ndim : int or tuple of int, optional
+        Accepted dimensionalities (e.g. ``3`` or ``(3, 4)``); None accepts any.
+
+    Returns
+    -------
+    image : nibabel.Nifti1Image or nibabel.Nifti2Image
+        Its data stay on disk until `read_nifti_data`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file when it is missing, empty, unreadable, not NIfTI or of the wrong
+        dimensionality.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes)")
+    try:
+        image = nib.load(path)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable NIfTI image ({error})") from error
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{path}: not a NIfTI image ({type(image).__name__})")
+    accepted = (ndim,) if isinstance(ndim, int) else ndim
+    if accepted is not None and image.ndim not in accepted:
+        raise ValueError(
+            f"{path}: expected a {' or '.join(f'{n}D' for n in accepted)} image, "
+            f"got shape {image.shape}"
+        )
+    return image
+
+
+def read_nifti_data(image, *, dtype=np.float32):
+    """Read and check the voxel data of an image from `open_nifti`.
+
+    Parameters
+    ----------
+    image : nibabel.Nifti1Image or nibabel.Nifti2Image
+    dtype : numpy dtype, optional
+        Type of the returned array; None keeps the stored type.
+
+    Returns
+    -------
+    data : ndarray of shape ``image.shape``
+
+    Raises
+    ------
+    ValueError
+        Naming the file when its data are truncated or corrupt or hold NaN or Inf.
+    """
+    path = image.get_filename()
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:
+        raise ValueError(f"{path}: truncated or corrupt image data ({error})") from error
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
+        raise ValueError(f"{path}: contains {np.count_nonzero(~np.isfinite(data))} NaN or Inf voxels")
+    return data
 
 
 def load_nifti(path, *, ndim=None, dtype=np.float32):
@@ -46,45 +122,18 @@ def load_nifti(path, *, ndim=None, dtype=np.float32):
     Raises
     ------
     ValueError
-        Naming the file when it is missing, unreadable, not NIfTI, of the wrong
-        dimensionality, or holds NaN or Inf.
+        Naming the file when it is missing, empty, unreadable, not NIfTI, of the wrong
+        dimensionality, truncated, or holds NaN or Inf (`open_nifti`, `read_nifti_data`).
     """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    try:
-        image = nib.load(path)
-    except Exception as error:
-        raise ValueError(f"{path}: not a readable NIfTI image ({error})") from error
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise ValueError(f"{path}: not a NIfTI image ({type(image).__name__})")
-    try:
-        data = np.asanyarray(image.dataobj)
-    except Exception as error:
-        raise ValueError(f"{path}: truncated or corrupt image data ({error})") from error
-    if dtype is not None:
-        data = data.astype(dtype, copy=False)
-    accepted = (ndim,) if isinstance(ndim, int) else ndim
-    if accepted is not None and data.ndim not in accepted:
-        raise ValueError(
-            f"{path}: expected a {' or '.join(f'{n}D' for n in accepted)} image, "
-            f"got shape {data.shape}"
-        )
-    if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
-        raise ValueError(f"{path}: contains {np.count_nonzero(~np.isfinite(data))} NaN or Inf voxels")
-    return data, image.affine.copy(), image.header
+    image = open_nifti(path, ndim=ndim)
+    return read_nifti_data(image, dtype=dtype), image.affine.copy(), image.header
 
 
 def _atomic_target(path):
     """Temporary file beside ``path`` keeping its extension (nibabel infers the format)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    handle, tmp = temporary_beside(path, "".join(Path(path).suffixes) or ".tmp")
     os.close(handle)
-    return Path(tmp)
+    return tmp
 
 
 def save_nifti(path, data, affine, *, header=None, dtype=np.float32):
@@ -184,7 +233,7 @@ def save_gradients(bval_path, bvec_path, bvals, bvecs):
             tmp.unlink(missing_ok=True)
 
 
-def load_gradients(bval_path, bvec_path, *, n_volumes=None):
+def load_gradients(bval_path, bvec_path, *, n_volumes=None, b0_threshold=None):
     """Read an FSL gradient table and check it.
 
     Parameters
@@ -194,6 +243,9 @@ def load_gradients(bval_path, bvec_path, *, n_volumes=None):
         or M rows of 3) files.
     n_volumes : int, optional
         Volumes of the series the table belongs to; a different M raises.
+    b0_threshold : float, optional
+        Largest b-value (s/mm^2) counted as b=0: a zero direction on a volume above it
+        raises. None accepts zero directions on any volume.
 
     Returns
     -------
@@ -203,9 +255,9 @@ def load_gradients(bval_path, bvec_path, *, n_volumes=None):
     Raises
     ------
     ValueError
-        Naming the file: unreadable numbers, negative or non-finite b-values, a bvec that
-        is neither 3 x M nor M x 3, counts that disagree, or nonzero directions that are
-        not unit vectors (within 1e-3).
+        Naming the file: unreadable numbers, negative or non-finite b-values, counts that
+        disagree, a bvec that is neither 3 x M nor M x 3, nonzero directions that are not
+        unit vectors (within 1e-2), or a zero direction on a diffusion-weighted volume.
     """
     def read(path):
         try:
@@ -216,6 +268,11 @@ def load_gradients(bval_path, bvec_path, *, n_volumes=None):
     bvals = read(bval_path).ravel()
     if not np.isfinite(bvals).all() or (bvals < 0).any():
         raise ValueError(f"{bval_path}: b-values must be finite and >= 0")
+    # Checked before the bvec so that a short .bval is blamed on itself, not on its .bvec.
+    if n_volumes is not None and bvals.size != n_volumes:
+        raise ValueError(
+            f"{bval_path}: {bvals.size} b-values for a series of {n_volumes} volumes"
+        )
     bvecs = read(bvec_path)
     if bvecs.shape == (3, bvals.size):
         bvecs = bvecs.T
@@ -224,12 +281,21 @@ def load_gradients(bval_path, bvec_path, *, n_volumes=None):
             f"{bvec_path}: shape {bvecs.shape} does not match the {bvals.size} b-values of "
             f"{bval_path} (expected 3 x {bvals.size})"
         )
-    if n_volumes is not None and bvals.size != n_volumes:
-        raise ValueError(
-            f"{bval_path}: {bvals.size} b-values for a series of {n_volumes} volumes"
-        )
     norms = np.linalg.norm(bvecs, axis=1)
+    zero = norms <= 1e-6
     # dipy's tolerance: tables written with 3-4 decimals are off by up to ~1e-3.
-    if not np.allclose(norms[norms > 1e-6], 1.0, atol=1e-2):
-        raise ValueError(f"{bvec_path}: directions must be unit vectors (or zero for b=0)")
+    not_unit = np.flatnonzero(~zero & ~np.isclose(norms, 1.0, atol=1e-2))
+    if not_unit.size:
+        raise ValueError(
+            f"{bvec_path}: directions must be unit vectors (or zero for b=0); volume(s) "
+            f"{not_unit.tolist()} have norm(s) {np.round(norms[not_unit], 3).tolist()}"
+        )
+    if b0_threshold is not None:
+        weighted_zero = np.flatnonzero(zero & (bvals > b0_threshold))
+        if weighted_zero.size:
+            raise ValueError(
+                f"{bvec_path}: zero direction on diffusion-weighted volume(s) "
+                f"{weighted_zero.tolist()} (b = {bvals[weighted_zero].tolist()} s/mm^2 > "
+                f"{b0_threshold:g})"
+            )
     return bvals, bvecs

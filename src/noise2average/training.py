@@ -20,15 +20,16 @@ The module imports only numpy, torch and the standard library.
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
 import torch
 
+from ._files import temporary_beside
 from .blocks import assemble_blocks, block_origins, extract_blocks
 from .network import MUNet
 
@@ -52,6 +53,12 @@ logger = logging.getLogger("noise2average")
 
 _CHECKPOINT_FORMAT = "noise2average-checkpoint"
 _CHECKPOINT_VERSION = 1
+_RESUME_FORMAT = "noise2average-resume"
+_RESUME_VERSION = 1
+_IMAGE_FORMAT = "noise2average-iteration-image"
+# Settings that change where and how fast a fit runs, not its result: a resume file may be
+# continued under other values.
+_RUN_INDEPENDENT_SETTINGS = ("device", "num_threads", "compile")
 
 
 @dataclasses.dataclass
@@ -434,7 +441,75 @@ def _emit(log, message):
         log(message)
 
 
-def fit_residual(network, inputs, targets, masks, *, settings, log=None):
+@contextlib.contextmanager
+def _out_of_memory_remedy(device, settings, task):
+    """Re-raise running out of device memory as an error that names the sizes and the remedy."""
+    try:
+        yield
+    # torch.OutOfMemoryError since torch 2.5 (the same class); this name exists in 2.4 too.
+    except torch.cuda.OutOfMemoryError as error:
+        if device.type == "cuda":
+            # Hand the failed step's cached blocks back to the driver, for whatever runs next.
+            torch.cuda.empty_cache()
+        raise RuntimeError(
+            f"out of memory on {device} during {task} with block_size {settings.block_size} "
+            f"and batch_size {settings.batch_size}; use smaller blocks or a smaller batch "
+            "(--block-size / --batch-size of `n2a denoise`, network.block_size / "
+            "training.batch_size in the workflow config)"
+        ) from error
+
+
+def _fingerprint(initial_state, inputs, targets, masks, tensors, settings):
+    """What a resume file must match to be continued: everything that changes the result.
+
+    The settings except those in ``_RUN_INDEPENDENT_SETTINGS``, the shapes of the input and
+    residual block tensors, and SHA-256 digests of the pairs (float32 input and target, bool
+    mask, each with its shape) and of the initial weights. A flat dict of plain values, equal
+    to itself after a ``weights_only`` round trip.
+    """
+    data = hashlib.sha256()
+    for volume, target, mask in zip(inputs, targets, masks):
+        for array in (np.asarray(volume, dtype=np.float32),
+                      np.asarray(target, dtype=np.float32), np.asarray(mask).astype(bool)):
+            data.update(repr(array.shape).encode())
+            data.update(np.ascontiguousarray(array))
+    weights = hashlib.sha256()
+    for key, value in initial_state.items():
+        weights.update(f"{key} {value.dtype} {tuple(value.shape)}".encode())
+        weights.update(value.reshape(-1).view(torch.uint8).numpy())
+    fingerprint = {name: value.item() if isinstance(value, np.generic) else value
+                   for name, value in dataclasses.asdict(settings).items()
+                   if name not in _RUN_INDEPENDENT_SETTINGS}
+    fingerprint.update(input_blocks=list(tensors[0].shape),
+                       residual_blocks=list(tensors[1].shape), data=data.hexdigest(),
+                       initial_weights=weights.hexdigest())
+    return fingerprint
+
+
+def _read_resume(path, fingerprint):
+    """The resume file at ``path`` if there is one (None if not), checked against the run."""
+    if not os.path.exists(path):
+        return None
+    state = _read_payload(path, _RESUME_FORMAT, _RESUME_VERSION, "noise2average resume file")
+    recorded = state["fingerprint"]
+    differing = sorted(key for key in recorded.keys() | fingerprint.keys()
+                       if recorded.get(key) != fingerprint.get(key))
+    if differing:
+        raise ValueError(f"resume file {os.fspath(path)!r} belongs to another run (different "
+                         f"{', '.join(differing)}); delete it to start this fit afresh")
+    return state
+
+
+def _save_progress(path, fingerprint, epoch, network, optimizer, generator, best_state,
+                   best_loss, history):
+    """Write everything :func:`fit_residual` needs to continue after ``epoch``, atomically."""
+    _atomic_save({"format": _RESUME_FORMAT, "version": _RESUME_VERSION,
+                  "fingerprint": fingerprint, "epoch": epoch, "network": _cpu_state(network),
+                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                  "best_state": best_state, "best_loss": best_loss, "history": history}, path)
+
+
+def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpoint=None):
     """Train ``network`` to predict ``target - input`` on blocks over the masks.
 
     Parameters
@@ -452,7 +527,12 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
     settings : TrainingSettings
     log : callable, optional
         Called with one progress line (str) per epoch, in addition to the
-        ``noise2average`` logger.
+        ``noise2average`` logger. It is called after the epoch's resume file is written.
+    checkpoint : str or os.PathLike, optional
+        Resume file, written atomically before the first epoch and after every epoch (its
+        directory must exist). If it exists on entry, the fit continues after the epoch it
+        records; if that is the last epoch, the recorded result is returned without training.
+        The file is kept afterwards: delete it once the result is stored. None: no resume file.
 
     Returns
     -------
@@ -468,6 +548,15 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
         with voxels outside the mask weighted zero (the start code's weighted MSE), in
         normalised units squared.
 
+    Raises
+    ------
+    ValueError
+        For inconsistent pairs, or a ``checkpoint`` that belongs to another run (the file
+        has to be deleted).
+    RuntimeError
+        If the device runs out of memory; the message names ``block_size``, ``batch_size`` and
+        how to lower them.
+
     Notes
     -----
     Blocks of all pairs are pooled, split into training and validation blocks with
@@ -475,13 +564,24 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
     device. Optimiser: Adam (betas 0.9, 0.999) at ``settings.learning_rate``. On CPU two runs
     with the same seed, initial weights and thread count give identical weights; on CUDA
     (bf16 autocast) results can differ in the last bits.
+
+    The resume file holds the epoch, the weights, the optimiser state, the state of the
+    generator of the batch order, the best weights and loss so far, the history and a
+    fingerprint of the run: the settings except ``device``, ``num_threads`` and ``compile``,
+    the number and shape of the blocks, and digests of the pairs and of the network's weights
+    on entry (so an interrupted fit must be restarted from the same initial weights, e.g. a
+    network built with the same seed or loaded from the same pretrained state). On the CPU a
+    fit interrupted after any epoch and resumed with the same thread count gives weights and
+    history identical to those of an uninterrupted fit (``seconds`` apart); on CUDA the two
+    agree as closely as two uninterrupted fits do.
     """
     if not (len(inputs) == len(targets) == len(masks)) or len(inputs) == 0:
         raise ValueError(f"inputs, targets and masks must be non-empty lists of equal length, "
                          f"got {len(inputs)}, {len(targets)}, {len(masks)}")
     _check_settings(settings)
     device = resolve_device(settings.device)
-    with _torch_threads(settings.num_threads), _device_flags(device):
+    with (_torch_threads(settings.num_threads), _device_flags(device),
+          _out_of_memory_remedy(device, settings, "training")):
         residual_fn, memory_format = _prepare_network(network, device, settings)
         tensors = _block_tensors(inputs, targets, masks, settings, device)
         n_blocks = len(tensors[0])
@@ -498,8 +598,25 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
         generator = torch.Generator().manual_seed(int(settings.seed))
         optimizer = _make_optimizer(network, settings, device)
         best_state, best_loss = _cpu_state(network), math.inf
-        history = []
-        for epoch in range(1, settings.epochs + 1):
+        history, done = [], 0
+        if checkpoint is not None:
+            fingerprint = _fingerprint(best_state, inputs, targets, masks, tensors, settings)
+            resume = _read_resume(checkpoint, fingerprint)
+            if resume is None:
+                # Before the first epoch, so that the file names its run from the start and
+                # exists after every call (epochs == 0 included) for the caller to delete.
+                _save_progress(checkpoint, fingerprint, 0, network, optimizer, generator,
+                               best_state, best_loss, history)
+            else:
+                network.load_state_dict(resume["network"])
+                optimizer.load_state_dict(resume["optimizer"])
+                generator.set_state(resume["generator"])
+                best_state, best_loss = resume["best_state"], resume["best_loss"]
+                history, done = resume["history"], resume["epoch"]
+                action = "finished at" if done == settings.epochs else "resuming from"
+                _emit(log, f"fit_residual: {action} epoch {done}/{settings.epochs} recorded in "
+                           f"{os.fspath(checkpoint)}")
+        for epoch in range(done + 1, settings.epochs + 1):
             start_time = time.perf_counter()
             network.train()
             # The epoch's order is drawn on the host and sent to the device once; a step
@@ -523,6 +640,9 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None):
             seconds = time.perf_counter() - start_time
             history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                             "identity_val_loss": identity_loss, "seconds": seconds})
+            if checkpoint is not None:
+                _save_progress(checkpoint, fingerprint, epoch, network, optimizer, generator,
+                               best_state, best_loss, history)
             val_text = f"{val_loss:.6g}" if val_loss is not None else "n/a"
             _emit(log, f"epoch {epoch}/{settings.epochs}: train_loss {train_loss:.6g}, "
                        f"val_loss {val_text}, {seconds:.1f} s")
@@ -552,6 +672,12 @@ def predict_residual_volume(network, volume, mask, *, settings):
         block's residual is the average of the prediction for the block and the un-flipped
         prediction for the flipped block (``settings.flip``); overlapping blocks are averaged;
         the residual is zero outside the mask.
+
+    Raises
+    ------
+    RuntimeError
+        If the device runs out of memory; the message names ``block_size``, ``batch_size`` and
+        how to lower them.
     """
     _check_settings(settings)
     volume = np.asarray(volume, dtype=np.float32)
@@ -564,7 +690,8 @@ def predict_residual_volume(network, volume, mask, *, settings):
     blocks = _channels_first(extract_blocks(volume * spread, origins, settings.block_size))
     dims = (2 + settings.flip_axis,)
     outputs = []
-    with _torch_threads(settings.num_threads), _device_flags(device):
+    with (_torch_threads(settings.num_threads), _device_flags(device),
+          _out_of_memory_remedy(device, settings, "inference")):
         residual_fn, memory_format = _prepare_network(network, device, settings)
         network.eval()
         # All blocks go to the device at once and the residuals come back at once: no
@@ -629,7 +756,7 @@ def _in_norm(volume, mean, std):
     return ((np.asarray(volume, dtype=np.float64) - mean) / std).astype(np.float32)
 
 
-def pretrain(noisy, references, masks, *, network, settings, log=None):
+def pretrain(noisy, references, masks, *, network, settings, log=None, checkpoint=None):
     """Supervised pretraining on training subjects: each noisy repetition -> its reference.
 
     Parameters
@@ -644,6 +771,8 @@ def pretrain(noisy, references, masks, *, network, settings, log=None):
     settings : TrainingSettings
     log : callable, optional
         Receives progress lines (str).
+    checkpoint : str or os.PathLike, optional
+        Resume file of the fit (see :func:`fit_residual`); kept afterwards.
 
     Returns
     -------
@@ -674,11 +803,12 @@ def pretrain(noisy, references, masks, *, network, settings, log=None):
             targets.append(_in_norm(reference, mean, std))
             pair_masks.append(mask)
     _emit(log, f"pretrain: {len(noisy)} subjects, {len(inputs)} repetitions")
-    return fit_residual(network, inputs, targets, pair_masks, settings=settings, log=log)
+    return fit_residual(network, inputs, targets, pair_masks, settings=settings, log=log,
+                        checkpoint=checkpoint)
 
 
 def noise2average(repetitions, mask, *, network, pretrained_state, iterations, settings,
-                  log=None):
+                  log=None, checkpoint_dir=None):
     """Noise2Average: iterative residual learning towards the average of the repetitions.
 
     Parameters
@@ -696,6 +826,10 @@ def noise2average(repetitions, mask, *, network, pretrained_state, iterations, s
         Fine-tuning and inference options.
     log : callable, optional
         Receives progress lines (str).
+    checkpoint_dir : str or os.PathLike, optional
+        Directory (created if needed) of the resume files ``iteration-<k>.pt`` of the fits
+        (see :func:`fit_residual`) and of the finished iterations' images; kept afterwards.
+        None: no resume files.
 
     Returns
     -------
@@ -711,10 +845,18 @@ def noise2average(repetitions, mask, *, network, pretrained_state, iterations, s
     of iteration ``k - 1``). Each repetition ``i`` (mean ``m_i``, std ``s_i`` in the mask)
     gives one training pair ``z_i = (x_i - m_i) / s_i -> (T_k - m_i) / s_i``. The result is
     ``mean_i[(z_i + r_i) s_i + m_i]`` with ``r_i`` the predicted residual.
+
+    With ``checkpoint_dir``, each finished iteration's image is stored beside its resume file
+    (``iteration-<k>-image.pt``). A rerun after an interruption checks the finished
+    iterations' resume files, reads their images back and continues the interrupted
+    iteration after its last finished epoch. On the CPU with the same thread count the
+    result equals that of an uninterrupted run exactly.
     """
     if not _is_int(iterations) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     reps, mask, average, normalised = _prepare_subject(repetitions, mask, 2)
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)
     initial = _initial_state(network, pretrained_state)
     inputs = [volume for volume, _, _ in normalised]
     masks = [mask] * len(reps)
@@ -723,14 +865,37 @@ def noise2average(repetitions, mask, *, network, pretrained_state, iterations, s
         _emit(log, f"noise2average: iteration {iteration}/{iterations}, {len(reps)} repetitions")
         network.load_state_dict(initial)
         targets = [_in_norm(target, mean, std) for _, mean, std in normalised]
-        _, records = fit_residual(network, inputs, targets, masks, settings=settings, log=log)
+        checkpoint = (None if checkpoint_dir is None
+                      else os.path.join(checkpoint_dir, f"iteration-{iteration}.pt"))
+        _, records = fit_residual(network, inputs, targets, masks, settings=settings, log=log,
+                                  checkpoint=checkpoint)
         history.extend({"iteration": iteration, **record} for record in records)
-        target = _denoise_average(network, normalised, mask, average, settings)
+        target = _iteration_image(checkpoint_dir, iteration, network, normalised, mask, average,
+                                  settings)
         images.append(target)
     return images, history
 
 
-def noise2noise(repetitions, mask, *, network, pretrained_state, settings, log=None):
+def _iteration_image(checkpoint_dir, iteration, network, normalised, mask, average, settings):
+    """An N2A iteration's image, stored beside its resume file and read back on a rerun.
+
+    Stored rather than recomputed because the next iteration's resume file fingerprints its
+    targets: on CUDA a recomputed image can differ in the last bits and refuse the file.
+    """
+    if checkpoint_dir is None:
+        return _denoise_average(network, normalised, mask, average, settings)
+    path = os.path.join(checkpoint_dir, f"iteration-{iteration}-image.pt")
+    if os.path.exists(path):
+        return _read_payload(path, _IMAGE_FORMAT, _RESUME_VERSION,
+                             "noise2average iteration image")["image"].numpy()
+    image = _denoise_average(network, normalised, mask, average, settings)
+    _atomic_save({"format": _IMAGE_FORMAT, "version": _RESUME_VERSION,
+                  "image": torch.from_numpy(image)}, path)
+    return image
+
+
+def noise2noise(repetitions, mask, *, network, pretrained_state, settings, log=None,
+                checkpoint=None):
     """Noise2Noise between repetitions: every ordered pair i != j, repetition i -> j.
 
     Parameters
@@ -744,6 +909,8 @@ def noise2noise(repetitions, mask, *, network, pretrained_state, settings, log=N
         Initial weights; None uses the network's current weights.
     settings : TrainingSettings
     log : callable, optional
+    checkpoint : str or os.PathLike, optional
+        Resume file of the fit (see :func:`fit_residual`); kept afterwards.
 
     Returns
     -------
@@ -767,11 +934,12 @@ def noise2noise(repetitions, mask, *, network, pretrained_state, settings, log=N
                 targets.append(_in_norm(other, mean, std))
     _emit(log, f"noise2noise: {len(reps)} repetitions, {len(inputs)} ordered pairs")
     _, history = fit_residual(network, inputs, targets, [mask] * len(inputs),
-                              settings=settings, log=log)
+                              settings=settings, log=log, checkpoint=checkpoint)
     return _denoise_average(network, normalised, mask, average, settings), history
 
 
-def supervised(repetitions, mask, reference, *, network, pretrained_state, settings, log=None):
+def supervised(repetitions, mask, reference, *, network, pretrained_state, settings, log=None,
+               checkpoint=None):
     """Supervised fine-tuning on the subject itself (upper bound): each repetition -> reference.
 
     Parameters
@@ -787,6 +955,8 @@ def supervised(repetitions, mask, reference, *, network, pretrained_state, setti
         Initial weights; None uses the network's current weights.
     settings : TrainingSettings
     log : callable, optional
+    checkpoint : str or os.PathLike, optional
+        Resume file of the fit (see :func:`fit_residual`); kept afterwards.
 
     Returns
     -------
@@ -804,7 +974,7 @@ def supervised(repetitions, mask, reference, *, network, pretrained_state, setti
     targets = [_in_norm(reference, mean, std) for _, mean, std in normalised]
     _emit(log, f"supervised: {len(reps)} repetitions")
     _, history = fit_residual(network, inputs, targets, [mask] * len(inputs),
-                              settings=settings, log=log)
+                              settings=settings, log=log, checkpoint=checkpoint)
     return _denoise_average(network, normalised, mask, average, settings), history
 
 
@@ -887,8 +1057,6 @@ def save_checkpoint(path, state_dict, network_config, *, history=None, extra=Non
     extra : dict, optional
         Further plain-data metadata (settings, seeds, versions).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     payload = {
         "format": _CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
@@ -898,8 +1066,16 @@ def save_checkpoint(path, state_dict, network_config, *, history=None, extra=Non
         "history": copy.deepcopy(list(history)) if history is not None else [],
         "extra": copy.deepcopy(dict(extra)) if extra is not None else {},
     }
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                         dir=directory)
+    _atomic_save(payload, path)
+
+
+def _atomic_save(payload, path):
+    """``torch.save(payload)`` to ``path`` through a temporary file in the same directory.
+
+    The temporary file is synced and renamed over ``path`` (atomic on POSIX), so ``path``
+    holds either its previous content or the whole new payload, whenever the writer dies.
+    """
+    handle, temporary = temporary_beside(path, ".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(payload, stream)
@@ -910,6 +1086,17 @@ def save_checkpoint(path, state_dict, network_config, *, history=None, extra=Non
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _read_payload(path, expected_format, version, description):
+    """A dict written by :func:`_atomic_save`, loaded with ``weights_only``; format checked."""
+    payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        raise ValueError(f"{os.fspath(path)!r} is not a {description}")
+    if payload.get("version") != version:
+        raise ValueError(f"{os.fspath(path)!r} has {description} version "
+                         f"{payload.get('version')!r}, expected {version}")
+    return payload
 
 
 def load_checkpoint(path):
@@ -926,10 +1113,5 @@ def load_checkpoint(path):
         and ``version``. ``build_network(c["network_config"]).load_state_dict(c["state_dict"])``
         restores the network.
     """
-    checkpoint = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"{os.fspath(path)!r} is not a noise2average checkpoint")
-    if checkpoint.get("version") != _CHECKPOINT_VERSION:
-        raise ValueError(f"{os.fspath(path)!r} has checkpoint version "
-                         f"{checkpoint.get('version')!r}, expected {_CHECKPOINT_VERSION}")
-    return checkpoint
+    return _read_payload(path, _CHECKPOINT_FORMAT, _CHECKPOINT_VERSION,
+                         "noise2average checkpoint")

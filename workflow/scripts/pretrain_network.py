@@ -1,4 +1,8 @@
-"""Supervised pretraining of the MU-Net on the training subjects of one data type."""
+"""Supervised pretraining of the MU-Net on the training subjects of one data type.
+
+The model is what ``n2a denoise --pretrained`` takes. Training writes a resume file every
+epoch beside the model; a job killed mid-way and run again continues from its last epoch.
+"""
 
 from noise2average.runtime import configure_logging, derive_seed, set_num_threads, software_versions
 
@@ -7,6 +11,7 @@ set_num_threads(snakemake.threads)
 
 import dataclasses
 
+from noise2average.denoise import discard_resume_files, file_checksums, resume_folder
 from noise2average.io import load_nifti, write_json
 from noise2average.training import build_network, pretrain, save_checkpoint, settings_from_config
 
@@ -32,8 +37,15 @@ architecture = {key: network_config[key] for key in ("depth", "width", "batch_no
 network = build_network(
     {"in_channels": channels, "out_channels": channels, **architecture}, seed=seed
 )
+inputs = file_checksums([*snakemake.input.noisy, *snakemake.input.reference,
+                         *snakemake.input.mask])
+job = {"method": "pretrain", "settings": dataclasses.asdict(settings),
+       "network": network.config, "inputs": inputs}
 log.info("pretraining %s on %d subjects: %s", data_type, len(noisy), settings)
-state, history = pretrain(noisy, references, masks, network=network, settings=settings)
+state, history = pretrain(
+    noisy, references, masks, network=network, settings=settings,
+    checkpoint=resume_folder(snakemake.output.model, job) / "pretrain.pt",
+)
 
 save_checkpoint(
     snakemake.output.model,
@@ -43,10 +55,13 @@ save_checkpoint(
     extra={
         "data_type": data_type,
         "training_inputs": list(snakemake.input.noisy),
+        "inputs": inputs,
         "settings": dataclasses.asdict(settings),
     },
 )
 write_json(
     snakemake.output.history,
-    {"settings": settings, "history": history, "software": software_versions()},
+    {"settings": settings, "inputs": inputs, "history": history,
+     "software": software_versions()},
 )
+discard_resume_files(snakemake.output.model)
