@@ -55,10 +55,31 @@ DTI_SCALAR_MAPS = ("fa", "md", "ad", "rd")
 DTI_METRIC_NAMES = ("fa_mae", "md_mae", "ad_mae", "rd_mae", "v1_angle")
 
 
-def _check_gradients(dwi, bvals, bvecs, b0_threshold):
-    """Validate DWI series and gradient table; return float64 bvals (N,) and bvecs (N, 3)."""
-    if dwi.ndim != 4:
-        raise ValueError(f"dwi must be 4D (X, Y, Z, N), got shape {dwi.shape}")
+def _check_gradient_table(bvals, bvecs, b0_threshold):
+    """Validate a DWI gradient table on its own, without the image.
+
+    Parameters
+    ----------
+    bvals : array_like of shape (N,)
+        b-values in s/mm^2.
+    bvecs : array_like of shape (N, 3)
+        Gradient directions.
+    b0_threshold : float
+        Volumes with ``bval <= b0_threshold`` (s/mm^2) are b=0 volumes.
+
+    Returns
+    -------
+    bvals : ndarray of float64, shape (N,)
+    bvecs : ndarray of float64, shape (N, 3)
+    b0_threshold : float
+
+    Raises
+    ------
+    ValueError
+        If the shapes or counts disagree, a value is non-finite or a b-value negative,
+        no volume is a b=0 volume, or fewer than 6 are diffusion weighted (a tensor fit
+        needs 6).
+    """
     bvals = np.asarray(bvals, dtype=np.float64)
     bvecs = np.asarray(bvecs, dtype=np.float64)
     if bvals.ndim != 1:
@@ -68,10 +89,6 @@ def _check_gradients(dwi, bvals, bvecs, b0_threshold):
     if bvals.shape[0] != bvecs.shape[0]:
         raise ValueError(
             f"bvals has {bvals.shape[0]} entries but bvecs has {bvecs.shape[0]} directions"
-        )
-    if bvals.shape[0] != dwi.shape[-1]:
-        raise ValueError(
-            f"bvals/bvecs have {bvals.shape[0]} entries but dwi has {dwi.shape[-1]} volumes"
         )
     if not (np.all(np.isfinite(bvals)) and np.all(np.isfinite(bvecs))):
         raise ValueError("bvals and bvecs must be finite")
@@ -89,6 +106,19 @@ def _check_gradients(dwi, bvals, bvecs, b0_threshold):
     if bvals.shape[0] - n_b0 < 6:
         n_dw = bvals.shape[0] - n_b0
         raise ValueError(f"a tensor fit needs at least 6 diffusion-weighted volumes, got {n_dw}")
+    return bvals, bvecs, b0_threshold
+
+
+def _check_gradients(dwi, bvals, bvecs, b0_threshold):
+    """Validate DWI series and gradient table; return float64 bvals (N,) and bvecs (N, 3)."""
+    if dwi.ndim != 4:
+        raise ValueError(f"dwi must be 4D (X, Y, Z, N), got shape {dwi.shape}")
+    # The table is checked first: its volume count is only defined once bvals is (N,).
+    bvals, bvecs, b0_threshold = _check_gradient_table(bvals, bvecs, b0_threshold)
+    if bvals.shape[0] != dwi.shape[-1]:
+        raise ValueError(
+            f"bvals/bvecs have {bvals.shape[0]} entries but dwi has {dwi.shape[-1]} volumes"
+        )
     return bvals, bvecs, b0_threshold
 
 

@@ -5,7 +5,8 @@ into several "repetitions" with identical contrast and independent noise:
 
 1. the b=0 volumes (``bval <= b0_threshold``) are averaged into one ``S0``;
 2. the directions of one shell are split into disjoint, well-conditioned 6-direction
-   subsets (`dti_subsets.select_subsets`);
+   subsets (`dti_subsets.select_subsets`); `subset_design` gives this design from the
+   gradient table alone;
 3. a tensor is fitted to each subset by linear least squares on
    ``-log(S / S0) / b = g^T D g`` (`dti_subsets.tensor_design_matrix`, each volume with its
    own b-value, so slightly different b-values of a real shell are honoured), and its
@@ -30,24 +31,25 @@ import numbers
 import numpy as np
 
 from .diffusion_phantom import synthesize_dwi
-from .dti_metrics import _check_gradients  # the package's check of a DWI gradient table
+# The package's checks of a DWI gradient table, with and without the image.
+from .dti_metrics import _check_gradient_table, _check_gradients
 from .dti_subsets import design_condition_number, select_subsets, tensor_design_matrix
 
-__all__ = ["subset_repetitions", "reference_series"]
+__all__ = ["subset_design", "subset_repetitions", "reference_series"]
 
 # Volumes within this fraction of a shell's b-value belong to the shell: scanners write
 # slightly different b-values per direction (e.g. 990-1010 for a b=1000 shell).
 _SHELL_TOLERANCE = 0.1
 
 
-def _shell(series, bvals, bvecs, b0_threshold, bvalue, min_directions):
-    """Validated ``bvals``, ``bvecs`` and the b0, shell and ignored volume indices.
+def _shell(bvals, b0_threshold, bvalue, min_directions):
+    """The shell's median b-value and the b0, shell and ignored volume indices.
 
-    The shell is centred on ``bvalue`` or, when None, on the lowest non-zero b-value.
-    Returns bvals (M,), bvecs (M, 3), the median b-value of the shell in s/mm^2 and int
-    index arrays of the b0, shell and other (ignored) volumes.
+    ``bvals`` (M,) in s/mm^2 and ``b0_threshold`` are already validated by
+    `dti_metrics._check_gradient_table`. The shell is centred on ``bvalue`` or, when None,
+    on the lowest non-zero b-value. Returns the median b-value of the shell in s/mm^2 and
+    int index arrays of the b0, shell and other (ignored) volumes.
     """
-    bvals, bvecs, b0_threshold = _check_gradients(series, bvals, bvecs, b0_threshold)
     is_b0 = bvals <= b0_threshold
     if bvalue is None:
         bvalue = float(bvals[~is_b0].min())
@@ -66,7 +68,7 @@ def _shell(series, bvals, bvecs, b0_threshold, bvalue, min_directions):
     b0 = np.flatnonzero(is_b0)
     shell = np.flatnonzero(in_shell)
     ignored = np.flatnonzero(~is_b0 & ~in_shell)
-    return bvals, bvecs, float(np.median(bvals[shell])), b0, shell, ignored
+    return float(np.median(bvals[shell])), b0, shell, ignored
 
 
 def _fit_log_linear(dwi, b0, bvals, bvecs):
@@ -107,8 +109,7 @@ def _fit_and_synthesize(series, b0_mean, bvals, bvecs, volumes, out_bvals, out_b
     return synthesize_dwi(_positive_semidefinite(fitted), b0_mean, out_bvals, out_bvecs)
 
 
-def subset_repetitions(
-    series,
+def subset_design(
     bvals,
     bvecs,
     *,
@@ -119,18 +120,19 @@ def subset_repetitions(
     b0_threshold=50.0,
     bvalue=None,
 ):
-    """SDnDTI repetitions of one (noisy) diffusion series.
+    """SDnDTI direction subsets and common set of a gradient table, without the image.
+
+    The design `subset_repetitions` fits and synthesizes: which volumes of the table form
+    each repetition's 6-direction subset, and the table the repetitions are written on.
 
     Parameters
     ----------
-    series : array_like of shape (X, Y, Z, M)
-        Magnitude DWI series, any intensity unit and dtype.
     bvals : array_like of shape (M,)
         b-values in s/mm^2.
     bvecs : array_like of shape (M, 3)
         Gradient directions in the voxel-axis frame; unit norm (within 1e-3) on the shell.
     n_subsets : int
-        Number of repetitions (>= 2); the shell needs at least ``6 * n_subsets``
+        Number of subsets (repetitions, >= 2); the shell needs at least ``6 * n_subsets``
         directions.
     max_condition, n_rotations, seed
         Subset search options of `dti_subsets.select_subsets` (condition number bound,
@@ -143,32 +145,30 @@ def subset_repetitions(
 
     Returns
     -------
-    repetitions : ndarray of float32, shape (X, Y, Z, 7, n_subsets)
-        Repetition ``k`` is subset ``k``'s tensor synthesized on the common set.
+    volumes : list of n_subsets ndarrays of int, shape (6,)
+        Indices into the table of each subset's volumes, all in the shell, disjoint.
     out_bvals : ndarray of float64, shape (7,)
-        0 (the mean b0), then the b-values of subset 1's volumes, s/mm^2.
+        The common set: 0 (the mean b0), then the b-values of subset 1's volumes, s/mm^2.
     out_bvecs : ndarray of float64, shape (7, 3)
         A zero row, then the directions of subset 1's volumes.
     info : dict
-        JSON-serialisable record: b0, shell and ignored volumes (indices into the series),
+        JSON-serialisable record: b0, shell and ignored volumes (indices into the table),
         the shell's median b-value (``bvalue``) and the ignored b-values, the subset
         options, the volumes and condition number of every subset (``repetitions``,
-        ``volumes``) and how the common set, fit and b0 channel were made.
+        ``volumes``) and how the common set, fit and b0 channel are made.
 
     Raises
     ------
     ValueError
-        For a malformed series or gradient table, no b=0 volume, a shell with fewer than
+        For a malformed gradient table, no b=0 volume, a shell with fewer than
         ``6 * n_subsets`` directions, or when `dti_subsets.select_subsets` finds fewer than
         ``n_subsets`` subsets below ``max_condition`` (message with the direction count).
     """
-    series = np.asarray(series)
     if isinstance(n_subsets, bool) or not isinstance(n_subsets, numbers.Integral) \
             or n_subsets < 2:
         raise ValueError(f"n_subsets must be an int >= 2 (repetitions), got {n_subsets!r}")
-    bvals, bvecs, bvalue, b0, shell, ignored = _shell(
-        series, bvals, bvecs, b0_threshold, bvalue, 6 * n_subsets
-    )
+    bvals, bvecs, b0_threshold = _check_gradient_table(bvals, bvecs, b0_threshold)
+    bvalue, b0, shell, ignored = _shell(bvals, b0_threshold, bvalue, 6 * n_subsets)
     try:
         subsets = select_subsets(
             bvecs[shell],
@@ -181,17 +181,10 @@ def subset_repetitions(
         raise ValueError(f"b={bvalue:.0f} s/mm^2 shell: {error}") from error
     volumes = [shell[subset] for subset in subsets]
 
-    b0_mean = series[..., b0].mean(axis=-1, dtype=np.float64)
     out_bvals = np.concatenate([[0.0], bvals[volumes[0]]])
     out_bvecs = np.concatenate([np.zeros((1, 3)), bvecs[volumes[0]]])
-    repetitions = np.empty(series.shape[:3] + (7, len(volumes)), dtype=np.float32)
-    for k, subset in enumerate(volumes):
-        repetitions[..., k] = _fit_and_synthesize(
-            series, b0_mean, bvals, bvecs, subset, out_bvals, out_bvecs
-        )
-
     info = {
-        "b0_threshold": float(b0_threshold),
+        "b0_threshold": b0_threshold,
         "b0_volumes": b0.tolist(),
         "bvalue": bvalue,
         "shell_volumes": shell.tolist(),
@@ -214,6 +207,64 @@ def subset_repetitions(
             for k, v in enumerate(volumes)
         ],
     }
+    return volumes, out_bvals, out_bvecs, info
+
+
+def subset_repetitions(
+    series,
+    bvals,
+    bvecs,
+    *,
+    n_subsets,
+    max_condition=1.6,
+    n_rotations=20000,
+    seed=0,
+    b0_threshold=50.0,
+    bvalue=None,
+):
+    """SDnDTI repetitions of one (noisy) diffusion series.
+
+    Parameters
+    ----------
+    series : array_like of shape (X, Y, Z, M)
+        Magnitude DWI series, any intensity unit and dtype.
+    bvals, bvecs, n_subsets, max_condition, n_rotations, seed, b0_threshold, bvalue
+        The gradient table (M entries) and design options of `subset_design`.
+
+    Returns
+    -------
+    repetitions : ndarray of float32, shape (X, Y, Z, 7, n_subsets)
+        Repetition ``k`` is subset ``k``'s tensor synthesized on the common set.
+    out_bvals : ndarray of float64, shape (7,)
+        0 (the mean b0), then the b-values of subset 1's volumes, s/mm^2.
+    out_bvecs : ndarray of float64, shape (7, 3)
+        A zero row, then the directions of subset 1's volumes.
+    info : dict
+        The ``info`` of `subset_design`; its volume indices index the series.
+
+    Raises
+    ------
+    ValueError
+        For a series whose shape disagrees with the table, and as `subset_design`.
+    """
+    series = np.asarray(series)
+    bvals, bvecs, b0_threshold = _check_gradients(series, bvals, bvecs, b0_threshold)
+    volumes, out_bvals, out_bvecs, info = subset_design(
+        bvals,
+        bvecs,
+        n_subsets=n_subsets,
+        max_condition=max_condition,
+        n_rotations=n_rotations,
+        seed=seed,
+        b0_threshold=b0_threshold,
+        bvalue=bvalue,
+    )
+    b0_mean = series[..., info["b0_volumes"]].mean(axis=-1, dtype=np.float64)
+    repetitions = np.empty(series.shape[:3] + (7, len(volumes)), dtype=np.float32)
+    for k, subset in enumerate(volumes):
+        repetitions[..., k] = _fit_and_synthesize(
+            series, b0_mean, bvals, bvecs, subset, out_bvals, out_bvecs
+        )
     return repetitions, out_bvals, out_bvecs, info
 
 
@@ -249,7 +300,8 @@ def reference_series(
         shell.
     """
     series = np.asarray(series)
-    bvals, bvecs, _, b0, shell, _ = _shell(series, bvals, bvecs, b0_threshold, bvalue, 6)
+    bvals, bvecs, b0_threshold = _check_gradients(series, bvals, bvecs, b0_threshold)
+    _, b0, shell, _ = _shell(bvals, b0_threshold, bvalue, 6)
     b0_mean = series[..., b0].mean(axis=-1, dtype=np.float64)
     reference = _fit_and_synthesize(series, b0_mean, bvals, bvecs, shell, out_bvals, out_bvecs)
     return reference.astype(np.float32)

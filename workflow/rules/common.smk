@@ -423,6 +423,17 @@ def ingest_inputs(wildcards):
     inputs = {"files": [str(plan["root"] / path) for path in dict.fromkeys(files)]}
     if mask is not None:
         inputs["mask"] = str(plan["root"] / mask)
+    if plan["source"] == "bids":
+        # The planning lists links whose target is missing (DataLad/git-annex files not
+        # fetched); Snakemake itself would only say that such a file "existed before".
+        missing = [path for path in [*inputs["files"], inputs.get("mask")]
+                   if path is not None and not Path(path).exists()]
+        if missing:
+            others = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ValueError(
+                f"{missing[0]}: file not found{others}: a link to a missing file, such as a "
+                "DataLad/git-annex file not fetched yet (`datalad get` it)"
+            )
     return inputs
 
 
