@@ -142,6 +142,8 @@ def test_bad_input_is_refused_naming_the_culprit(case_id, tmp_path, capsys):
     (["--epochs", "-1"], "epochs must be a non-negative integer"),
     (["--block-size", "0"], "block_size must be a positive integer"),
     (["--block-stride", "9"], "block_stride 9 must not exceed block_size 8"),
+    (["--iterations", "0"], "iterations: must be a positive integer, got 0"),
+    (["--threads", "0"], "threads: must be a positive integer, got 0"),
 ])
 def test_bad_training_options_are_refused(args, message, tmp_path, capsys):
     case = t1w(tmp_path / "bids")

@@ -110,6 +110,9 @@ def denoise_scans(repetitions, output, *, method="n2a", mask=None, bvals=None, b
     paths = [Path(path) for path in repetitions]
     dwi = bvals is not None or bvecs is not None
     check_method(method, len(paths), dwi=dwi)
+    _check_count("iterations", iterations)
+    if num_threads is not None:
+        _check_count("threads", num_threads)
     output = _check_output(output)
     bval_paths = _per_repetition(bvals, len(paths), "bvals")
     bvec_paths = _per_repetition(bvecs, len(paths), "bvecs")
@@ -229,6 +232,13 @@ def pretrain_scans(subjects, output, *, masks=None, bvals=None, bvecs=None, trai
     write_json(output.with_suffix(".json"), record)
     discard_resume_files(output)
     return read_json(output.with_suffix(".json"))
+
+
+def _check_count(name, value):
+    from .validate import InputError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name}: must be a positive integer, got {value!r}")
 
 
 def _check_output(output):
