@@ -68,8 +68,6 @@ def _parser():
     denoise.add_argument("--iterations", type=int, default=2, help="N2A iterations (default: 2)")
     _training_arguments(denoise, epochs="20 (12 without --pretrained)",
                         learning_rate="5e-5 (1e-3 without --pretrained)")
-    denoise.add_argument("--restart", action="store_true",
-                         help="discard the resume files of an interrupted run")
     _run_arguments(denoise)
 
     pretrain = commands.add_parser(
@@ -92,8 +90,6 @@ def _parser():
     pretrain.add_argument("--depth", type=int, help="MU-Net layers (default: 10)")
     pretrain.add_argument("--width", type=int, help="MU-Net channels (default: 16)")
     _training_arguments(pretrain, epochs="12", learning_rate="1e-3")
-    pretrain.add_argument("--restart", action="store_true",
-                          help="discard the resume files of an interrupted run")
     _run_arguments(pretrain)
 
     subsets = commands.add_parser(
@@ -143,6 +139,8 @@ def _run_arguments(parser):
     group.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     group.add_argument("--b0-threshold", type=float, default=50.0,
                        help="largest b-value counted as b=0, s/mm^2 (default: 50)")
+    group.add_argument("--restart", action="store_true",
+                       help="discard the resume files of an interrupted run")
     group.add_argument("--quiet", action="store_true", help="no progress output")
 
 

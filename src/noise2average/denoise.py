@@ -194,14 +194,10 @@ def file_checksums(paths):
     list of dict
         ``{"path": str, "sha256": hex digest}`` per file, in order.
     """
-    records = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-        records.append({"path": str(path), "sha256": digest.hexdigest()})
-    return records
+    from .download import _measure  # the hashing that verifies downloads
+
+    return [{"path": str(path), "sha256": _measure(path, ["sha256"])["sha256"]}
+            for path in paths]
 
 
 def sidecar_path(image_path):
