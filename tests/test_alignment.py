@@ -80,25 +80,6 @@ def test_apply_rigid_resamples_every_volume_of_a_series(registered):
     assert_allclose(out[..., 1], 2 * resampled, atol=1e-10)
 
 
-def test_check_same_grid_accepts_equal_grids_and_ignores_volume_count():
-    # Header round-off (float32 storage) moves voxels by far less than atol_mm.
-    nudged = AFFINE.copy()
-    nudged[:3, 3] += 1e-3
-    alignment.check_same_grid(["a.nii.gz", "b.nii.gz"], [SHAPE, SHAPE + (7,)], [AFFINE, nudged])
-
-
-def test_check_same_grid_names_the_differing_file_and_how():
-    shifted = AFFINE.copy()
-    shifted[0, 3] += 0.3
-    message = r"run-1\.nii\.gz.*run-3\.nii\.gz: affine .* 0\.3 mm.*rigid"
-    with pytest.raises(ValueError, match=message):
-        alignment.check_same_grid(["run-1.nii.gz", "run-2.nii.gz", "run-3.nii.gz"],
-                                  [SHAPE] * 3, [AFFINE, AFFINE, shifted])
-    with pytest.raises(ValueError, match=r"run-2\.nii\.gz: grid shape \(40, 40, 41\)"):
-        alignment.check_same_grid(["run-1.nii.gz", "run-2.nii.gz"], [SHAPE, (40, 40, 41)],
-                                  [AFFINE, AFFINE])
-
-
 def test_alignment_qc_rejects_constant_repetition():
     volume = np.random.default_rng(0).normal(size=(6, 6, 6))
     with pytest.raises(ValueError, match="repetition 2.*constant"):

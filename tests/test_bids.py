@@ -112,6 +112,14 @@ def test_requested_subject_without_enough_repetitions_raises(dataset):
         bids.find_repetitions(paths, "t1w_rep", subjects=["03"])
 
 
+def test_unit_with_one_repetition_is_left_out_of_all_with_its_file_named(dataset, caplog):
+    sets = bids.find_repetitions(bids.list_bids_files(dataset), "t1w_rep")
+    assert "02_ses-2" not in sets and "02_ses-1" in sets
+    [warning] = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert "'02_ses-2'" in warning.getMessage()
+    assert "sub-02/ses-2/anat/sub-02_ses-2_run-1_T1w.nii.gz" in warning.getMessage()
+
+
 def test_differing_acquisitions_raise_and_a_filter_selects_one(dataset):
     for run in (1, 2):
         _image(dataset / f"sub-01/anat/sub-01_acq-fast_run-{run}_T1w.nii.gz")

@@ -232,3 +232,17 @@ def test_subsets_of_too_few_directions_is_an_input_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"n2a subsets: error: {bval}: ") and "directions" in error
     assert not (tmp_path / "d.json").exists()
+
+
+def test_tool_defaults_are_the_workflows_cpu_defaults():
+    """The tool's network and learning rates are those of ``config/config.yaml``."""
+    import yaml
+
+    from noise2average.scans import DEFAULT_NETWORK, TRAINING_DEFAULTS
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    assert DEFAULT_NETWORK == {key: config["network"][key] for key in DEFAULT_NETWORK}
+    assert TRAINING_DEFAULTS["pretrain"] == config["training"]["pretrain"]
+    # Fine-tuning keeps the paper's rate; the workflow shortens its epochs for the CPU budget.
+    assert (TRAINING_DEFAULTS["finetune"]["learning_rate"]
+            == config["training"]["finetune"]["learning_rate"])

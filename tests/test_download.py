@@ -470,3 +470,15 @@ def test_download_script_hcp_never_logs_credentials(tmp_path, credentials, monke
     assert record["url"] == f"s3://hcp-openaccess/{KEY}"
     for text in ((tmp_path / "download.log").read_text(), Path(output["record"]).read_text()):
         assert SECRET not in text and "AKIAFAKEKEYID" not in text
+
+
+def test_file_digests_agree_with_hashlib_over_several_chunks(tmp_path):
+    from noise2average.download import _CHUNK, file_digests
+
+    content = np.random.default_rng(3).bytes(2 * _CHUNK + 123)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(content)
+    assert file_digests(path, ["md5", "sha256"]) == {
+        "size": len(content), "md5": hashlib.md5(content).hexdigest(),
+        "sha256": hashlib.sha256(content).hexdigest()}
+    assert file_digests(path).keys() == {"size", "sha256"}

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import signal
@@ -254,3 +255,40 @@ def test_out_of_memory_names_sizes_and_remedy(monkeypatch):
     with pytest.raises(RuntimeError, match=expected.format("inference")) as error:
         predict_residual_volume(_OutOfMemory(), inputs[0], masks[0], settings=SETTINGS)
     assert isinstance(error.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_epoch_records_feed_the_command_line_progress(tmp_path, caplog):
+    from noise2average.cli import _EpochProgress
+
+    class Bar:
+        def __init__(self):
+            self.n, self.postfix = 0, None
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, **values):
+            self.postfix = values
+
+        def close(self):
+            pass
+
+    inputs, targets, masks = _pairs()
+    path = tmp_path / "fit.pt"
+    caplog.set_level(logging.INFO, logger="noise2average")  # as `n2a` without --quiet
+    progress = _EpochProgress(total=4, quiet=False)
+    progress.bar.close()
+    progress.bar = Bar()
+    try:
+        _, history = fit_residual(build_network(NETWORK, seed=1), inputs, targets, masks,
+                                  settings=SETTINGS, checkpoint=path)
+        assert progress.bar.n == SETTINGS.epochs
+        assert progress.bar.postfix == {"val_loss": f"{history[-1]['val_loss']:.4g}"}
+        # A rerun finds the fit finished in its resume file: the bar counts those epochs.
+        fit_residual(build_network(NETWORK, seed=1), inputs, targets, masks,
+                     settings=SETTINGS, checkpoint=path)
+        assert progress.bar.n == 2 * SETTINGS.epochs
+    finally:
+        progress.close()
+    fit_residual(build_network(NETWORK, seed=1), inputs, targets, masks, settings=SETTINGS)
+    assert progress.bar.n == 2 * SETTINGS.epochs  # detached once closed

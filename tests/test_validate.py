@@ -1,5 +1,6 @@
 """Tests for noise2average.validate: the checks on users' repetitions, masks and tables."""
 
+import re
 from dataclasses import replace
 
 import nibabel as nib
@@ -72,6 +73,22 @@ def test_valid_t1w_runs_load_as_float32_on_the_last_axis(tmp_path):
     assert 0 < repetitions.mask.mean() < 1
     assert repetitions.bvals is None and repetitions.bvecs is None
     assert load_repetitions(case.repetitions).mask is None
+
+
+def test_affines_within_header_round_off_count_as_one_grid(tmp_path):
+    case = t1w(tmp_path)
+    run_2 = nib.load(case.repetitions[1])
+    data = run_2.get_fdata(dtype=np.float32)
+    for shift_mm, accepted in ((1e-3, True), (0.3, False)):
+        shifted = AFFINE.copy()
+        shifted[0, 3] += shift_mm
+        nib.save(nib.Nifti1Image(data, shifted), case.repetitions[1])
+        if accepted:
+            np.testing.assert_array_equal(_validate(case).data[..., 1], data)
+        else:
+            message = re.escape(f"{case.repetitions[1]}: its affine places voxels up to 0.3 mm")
+            with pytest.raises(InputError, match=f"^{message}"):
+                _validate(case)
 
 
 def test_valid_dwi_pair_loads_with_its_unit_gradient_table(tmp_path):

@@ -1,4 +1,4 @@
-"""Put repetitions on one grid: grid checks, rigid registration, resampling, alignment QC.
+"""Put repetitions on one grid: rigid registration, resampling, alignment QC.
 
 Convention
 ----------
@@ -12,61 +12,12 @@ import numpy as np
 
 from ._validation import as_mask
 
-__all__ = ["check_same_grid", "rigid_register", "apply_rigid", "alignment_qc"]
+__all__ = ["rigid_register", "apply_rigid", "alignment_qc"]
 
 # Coarse-to-fine schedule: iterations, Gaussian smoothing (voxels) and downsampling per level.
 _LEVEL_ITERS = [1000, 100, 10]
 _SIGMAS = [3.0, 1.0, 0.0]
 _FACTORS = [4, 2, 1]
-
-
-def _grid_corners_mm(shape, affine):
-    """World positions (mm) of the 8 corner voxel centres of a grid, shape (8, 3)."""
-    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape[:3]], indexing="ij")).reshape(3, -1)
-    return (affine[:3, :3] @ corners + affine[:3, 3:]).T
-
-
-def check_same_grid(names, shapes, affines, *, atol_mm=0.01):
-    """Raise unless all images share the first image's voxel grid.
-
-    Parameters
-    ----------
-    names : sequence of str
-        Image files, for the message.
-    shapes : sequence of tuple of int
-        Image shapes; only the three spatial axes are compared (DWI series may differ in
-        their number of volumes).
-    affines : sequence of ndarray of shape (4, 4)
-        Voxel-to-world transforms (mm).
-    atol_mm : float, optional
-        Largest tolerated distance (mm) between the positions the two affines give to a
-        corner voxel of the grid.
-
-    Raises
-    ------
-    ValueError
-        Listing each file whose spatial shape or affine differs from the first one's, and
-        how, and suggesting ``registration: rigid``.
-    """
-    if not len(names) == len(shapes) == len(affines):
-        raise ValueError(f"{len(names)} names, {len(shapes)} shapes and {len(affines)} affines")
-    reference_shape = tuple(shapes[0][:3])
-    reference_corners = _grid_corners_mm(reference_shape, np.asarray(affines[0], dtype=np.float64))
-    problems = []
-    for name, shape, affine in zip(names[1:], shapes[1:], affines[1:]):
-        if tuple(shape[:3]) != reference_shape:
-            problems.append(f"{name}: grid shape {tuple(shape[:3])} instead of {reference_shape}")
-            continue
-        # Corner displacement turns rotation, scaling and shift differences into one mm figure.
-        corners = _grid_corners_mm(reference_shape, np.asarray(affine, dtype=np.float64))
-        distance = np.linalg.norm(corners - reference_corners, axis=1).max()
-        if distance > atol_mm:
-            problems.append(f"{name}: affine places voxels up to {distance:.3g} mm away")
-    if problems:
-        raise ValueError(
-            f"repetitions are not on the grid of {names[0]}: " + "; ".join(problems)
-            + " (set registration: rigid to resample them onto the first)"
-        )
 
 
 def rigid_register(moving, moving_affine, static, static_affine, *, mask=None):

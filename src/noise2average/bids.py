@@ -21,6 +21,7 @@ its repetition entity (`REPETITION_ENTITY`) and agree in every other entity form
 repetition set.
 """
 
+import logging
 import os
 import re
 from collections import defaultdict
@@ -29,6 +30,8 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from .io import read_json
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "REPETITION_ENTITY",
@@ -300,7 +303,7 @@ def find_repetitions(paths, data_type, *, filters=None, repetition_entity="defau
     -------
     sets : dict of str to RepetitionSet
         By unit label, in subject then session order. A unit with too few repetitions is
-        left out when ``subjects`` is None.
+        left out, with a warning naming its files, when ``subjects`` is None.
 
     Raises
     ------
@@ -375,13 +378,13 @@ def find_repetitions(paths, data_type, *, filters=None, repetition_entity="defau
             )
         count = len(members)
         if entity is not None and count < min_repetitions:
+            problem = (f"unit {unit!r}: {count} {data_type} repetition(s) ({entity}: "
+                       f"{', '.join(path for path, _ in members)}), fewer than "
+                       f"min_repetitions={min_repetitions}")
             if wanted_subjects is None:
+                _LOG.warning("%s; left out", problem)
                 continue
-            raise ValueError(
-                f"unit {unit!r}: {count} {data_type} repetition(s) ({entity}: "
-                f"{', '.join(path for path, _ in members)}), fewer than "
-                f"min_repetitions={min_repetitions}"
-            )
+            raise ValueError(problem)
         members = sorted(members, key=lambda member: _label_order(member[1].get(entity, "")))
 
         bvals, bvecs = [], []

@@ -15,7 +15,6 @@ before any computation), 1 when the computation fails (e.g. the GPU runs out of 
 
 import argparse
 import logging
-import re
 import sys
 
 __all__ = ["main"]
@@ -161,32 +160,37 @@ def _training_options(args):
     return options
 
 
-class _EpochProgress:
-    """A progress bar over training epochs, fed by the training functions' ``log`` lines.
+class _EpochProgress(logging.Handler):
+    """A progress bar over training epochs, fed by the training log's structured records.
 
-    The training functions call ``log`` once per finished epoch with a line starting with
-    ``epoch k/E``, and once on resuming with ``resuming from epoch k/E`` (or ``finished at
-    epoch E/E``); the bar counts those epochs.
+    :func:`noise2average.training.fit_residual` logs each finished epoch with its history
+    entry as ``epoch_record`` and a resume with the epochs already done as
+    ``resumed_epochs``; while open, this handler listens to the ``noise2average`` logger
+    (at the level :func:`main` sets: INFO, unless ``quiet``, which shows no bar).
     """
-
-    _RESUMED = re.compile(r"(?:resuming from|finished at) epoch (\d+)/")
 
     def __init__(self, total, quiet):
         from tqdm import tqdm
 
+        super().__init__(level=logging.INFO)
         self.bar = tqdm(total=total, unit="epoch", desc="training", disable=quiet or None,
                         dynamic_ncols=True)
+        self._logger = logging.getLogger("noise2average")
+        self._logger.addHandler(self)
 
-    def __call__(self, line):
-        resumed = self._RESUMED.search(line)
-        if resumed:
-            self.bar.update(int(resumed.group(1)))
-        elif line.startswith("epoch "):
+    def emit(self, record):
+        if hasattr(record, "resumed_epochs"):
+            self.bar.update(record.resumed_epochs)
+        elif hasattr(record, "epoch_record"):
             self.bar.update(1)
-            self.bar.set_postfix_str(line.split(": ", 1)[-1].split(", ")[0])
+            val_loss = record.epoch_record["val_loss"]
+            if val_loss is not None:
+                self.bar.set_postfix(val_loss=f"{val_loss:.4g}")
 
     def close(self):
+        self._logger.removeHandler(self)
         self.bar.close()
+        super().close()
 
 
 def _denoise(args):
@@ -205,7 +209,7 @@ def _denoise(args):
             bvals=args.bvals, bvecs=args.bvecs, pretrained=args.pretrained,
             iterations=args.iterations, training=_training_options(args),
             device=args.device, seed=args.seed, num_threads=args.threads,
-            b0_threshold=args.b0_threshold, resume=not args.restart, log=progress)
+            b0_threshold=args.b0_threshold, resume=not args.restart)
     finally:
         if progress is not None:
             progress.close()
@@ -230,7 +234,7 @@ def _pretrain(args):
             masks=args.masks, bvals=args.bvals, bvecs=args.bvecs,
             training=_training_options(args), network=network, device=args.device,
             seed=args.seed, num_threads=args.threads, b0_threshold=args.b0_threshold,
-            resume=not args.restart, log=progress)
+            resume=not args.restart)
     finally:
         progress.close()
     return f"{args.output} written"

@@ -194,9 +194,9 @@ def file_checksums(paths):
     list of dict
         ``{"path": str, "sha256": hex digest}`` per file, in order.
     """
-    from .download import _measure  # the hashing that verifies downloads
+    from .download import file_digests
 
-    return [{"path": str(path), "sha256": _measure(path, ["sha256"])["sha256"]}
+    return [{"path": str(path), "sha256": file_digests(path)["sha256"]}
             for path in paths]
 
 

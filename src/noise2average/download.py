@@ -34,6 +34,7 @@ __all__ = [
     "openneuro_url",
     "annex_key_url",
     "resolve_checksum",
+    "file_digests",
     "verify_file",
     "fetch",
     "fetch_s3",
@@ -223,7 +224,20 @@ def _mismatches(expected, measured):
     return problems
 
 
-def _measure(path, algorithms):
+def file_digests(path, algorithms=("sha256",)):
+    """Size and hex digests of a file, read once in chunks.
+
+    Parameters
+    ----------
+    path : str or Path
+    algorithms : sequence of str, optional
+        :mod:`hashlib` names, e.g. ``"md5"``, ``"sha256"``.
+
+    Returns
+    -------
+    dict
+        ``"size"`` (bytes) and one hex digest per algorithm.
+    """
     with open(path, "rb") as handle:
         return _copy(handle, None, algorithms)
 
@@ -252,7 +266,7 @@ def verify_file(path, *, size=None, md5=None, sha256=None):
     """
     expected = _expected(size, md5, sha256)
     try:
-        measured = _measure(path, [name for name in ("md5", "sha256") if name in expected])
+        measured = file_digests(path, [name for name in ("md5", "sha256") if name in expected])
     except OSError as error:
         raise DownloadError(f"{path}: cannot read ({error})") from error
     problems = _mismatches(expected, measured)
@@ -365,7 +379,7 @@ def _existing(destination, expected, algorithms, *, log):
     """Measured values of a destination that verifies; a stale one is removed."""
     if not destination.is_file():
         return None
-    measured = _measure(destination, algorithms)
+    measured = file_digests(destination, algorithms)
     problems = _mismatches(expected, measured)
     if not problems:
         return measured

@@ -435,8 +435,9 @@ def _make_optimizer(network, settings, device):
                             betas=(0.9, 0.999), **fused)
 
 
-def _emit(log, message):
-    logger.info(message)
+def _emit(log, message, **fields):
+    """Log ``message`` (with ``fields`` as attributes of the log record) and pass it to ``log``."""
+    logger.info(message, extra=fields)
     if log is not None:
         log(message)
 
@@ -528,6 +529,9 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
     log : callable, optional
         Called with one progress line (str) per epoch, in addition to the
         ``noise2average`` logger. It is called after the epoch's resume file is written.
+        For a structured feed, read the logger's records instead: an epoch's record (level
+        INFO) has the epoch's ``history`` entry as its ``epoch_record`` attribute, and the
+        record of a resume has the number of epochs already done as ``resumed_epochs``.
     checkpoint : str or os.PathLike, optional
         Resume file, written atomically before the first epoch and after every epoch (its
         directory must exist). If it exists on entry, the fit continues after the epoch it
@@ -615,7 +619,7 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
                 history, done = resume["history"], resume["epoch"]
                 action = "finished at" if done == settings.epochs else "resuming from"
                 _emit(log, f"fit_residual: {action} epoch {done}/{settings.epochs} recorded in "
-                           f"{os.fspath(checkpoint)}")
+                           f"{os.fspath(checkpoint)}", resumed_epochs=done)
         for epoch in range(done + 1, settings.epochs + 1):
             start_time = time.perf_counter()
             network.train()
@@ -645,7 +649,7 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
                                best_state, best_loss, history)
             val_text = f"{val_loss:.6g}" if val_loss is not None else "n/a"
             _emit(log, f"epoch {epoch}/{settings.epochs}: train_loss {train_loss:.6g}, "
-                       f"val_loss {val_text}, {seconds:.1f} s")
+                       f"val_loss {val_text}, {seconds:.1f} s", epoch_record=history[-1])
         network.load_state_dict(best_state)
         network.eval()
     return best_state, history

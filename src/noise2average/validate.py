@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from . import io as _io
-from .alignment import _grid_corners_mm
 
 __all__ = [
     "InputError",
@@ -39,7 +38,7 @@ METHODS = {"average": 1, "n2a": 2, "n2n": 2, "bm4d": 1, "aonlm": 1, "mppca": 1, 
 DWI_ONLY_METHODS = ("mppca", "patch2self")
 
 #: Largest distance (mm) between the positions two affines give a corner voxel of one grid
-#: for the grids to count as the same (as `noise2average.alignment.check_same_grid`).
+#: for the grids to count as the same.
 _GRID_ATOL_MM = 0.01
 
 #: Largest difference between the gradient tables of two DWI repetitions: b-values
@@ -202,6 +201,12 @@ def _open_repetition(path, dwi):
             "one 3D volume"
         )
     return image
+
+
+def _grid_corners_mm(shape, affine):
+    """World positions (mm) of the 8 corner voxel centres of a grid, shape (8, 3)."""
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape[:3]], indexing="ij")).reshape(3, -1)
+    return (affine[:3, :3] @ corners + affine[:3, 3:]).T
 
 
 def _check_grid(path, image, reference_path, reference, advice):
