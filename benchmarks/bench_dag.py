@@ -20,13 +20,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from _child import run_child
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_TYPE_GROUPS = {"t1w_rep": ["t1w_rep"],
@@ -86,23 +85,15 @@ def timed_dry_run(arguments, cwd):
         ``jobs`` (the total of the job table), ``cpu_s`` (user + system of the child),
         ``wall_s`` and ``peak_gb`` (the child's maximum resident set).
     """
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        start = time.perf_counter()
-        child = subprocess.Popen([_snakemake(), "-n", "--quiet", "rules", *arguments],
-                                 cwd=cwd, stdout=stdout, stderr=stderr, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        output, errors = stdout.read(), stderr.read()
-    if child.returncode != 0:
+    returncode, output, errors, usage, wall = run_child(
+        [_snakemake(), "-n", "--quiet", "rules", *arguments], cwd=cwd, capture_stderr=True)
+    if returncode != 0:
         raise RuntimeError(f"dry run in {cwd} failed:\n{output}\n{errors}")
     totals = re.findall(r"^total\s+(\d+)\s*$", output, flags=re.MULTILINE)
     if not totals:
         raise RuntimeError(f"no job table in the dry run's output:\n{output}")
     return {"jobs": int(totals[-1]), "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall,
-            "peak_gb": usage.ru_maxrss / 2**20}  # ru_maxrss: KiB on Linux
+            "peak_gb": usage.ru_maxrss / 2**20}
 
 
 def cohort_config(path, subjects, data_types, results_dir):

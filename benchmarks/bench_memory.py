@@ -48,12 +48,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+from _child import run_child
 
 STEPS = ("bm4d", "aonlm", "n2a")
 # config/paper.yaml: the T1w network and its inference settings.
@@ -180,18 +180,13 @@ def _run_step(step, data_dir, args):
         command += ["--bm4d-max-voxels", str(args.bm4d_max_voxels)]
     if args.n2a_blocks is not None:
         command += ["--n2a-blocks", str(args.n2a_blocks)]
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    stdout = child.stdout.read()
-    # os.wait4 gives this child's own resource usage (ru_maxrss in kB on Linux).
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"step {step} failed with exit code {child.returncode}")
+    returncode, stdout, _, usage, wall_s = run_child(command)
+    if returncode != 0:
+        raise RuntimeError(f"step {step} failed with exit code {returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["step"] = step
     result["peak_gb"] = usage.ru_maxrss / 1e6
-    result["process_seconds"] = time.perf_counter() - start
+    result["process_seconds"] = wall_s
     result["under_8_gb"] = result["peak_gb"] < 8.0
     if step == "n2a":
         # Blocks held per block not run: input, residual, concatenated residual (float32).
