@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from _child import run_child
+from _child import max_rss_gb, run_child
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_TYPE_GROUPS = {"t1w_rep": ["t1w_rep"],
@@ -93,7 +93,7 @@ def timed_dry_run(arguments, cwd):
     if not totals:
         raise RuntimeError(f"no job table in the dry run's output:\n{output}")
     return {"jobs": int(totals[-1]), "cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall,
-            "peak_gb": usage.ru_maxrss / 2**20}
+            "peak_gb": max_rss_gb(usage.ru_maxrss)}
 
 
 def cohort_config(path, subjects, data_types, results_dir):

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from _child import max_rss_gb
 from noise2average.alignment import alignment_qc, rigid_register
 from noise2average.anatomy import load_colin27
 from noise2average.masking import t1w_brain_mask
@@ -75,7 +76,7 @@ def main():
     found_positions = world @ found[:3, :3].T + found[:3, 3]
     residual = np.linalg.norm(found_positions - true_positions, axis=1)
     before, after = alignment_qc([first, second], mask)[1], alignment_qc([first, aligned], mask)[1]
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    peak_gb = max_rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     print(f"volume {image.shape} at {voxel[0]:.0f} mm; motion {args.shift_mm} mm, "
           f"{args.rotation_deg} deg")
     print(f"t1w_brain_mask: {mask_s:.1f} s ({mask.mean():.1%} of the field of view)")

@@ -53,7 +53,7 @@ import tempfile
 import time
 
 import numpy as np
-from _child import run_child
+from _child import max_rss_gb, run_child
 
 STEPS = ("bm4d", "aonlm", "n2a")
 # config/paper.yaml: the T1w network and its inference settings.
@@ -162,7 +162,7 @@ def _child(step, data_dir, threads, bm4d_max_voxels, n2a_blocks):
             out[~mask] = noisy[~mask].mean(axis=-1)
             return out
 
-    result["baseline_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    result["baseline_gb"] = max_rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     start = time.perf_counter()
     out = call()
     result["seconds"] = time.perf_counter() - start
@@ -185,7 +185,7 @@ def _run_step(step, data_dir, args):
         raise RuntimeError(f"step {step} failed with exit code {returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["step"] = step
-    result["peak_gb"] = usage.ru_maxrss / 1e6
+    result["peak_gb"] = max_rss_gb(usage.ru_maxrss)
     result["process_seconds"] = wall_s
     result["under_8_gb"] = result["peak_gb"] < 8.0
     if step == "n2a":
