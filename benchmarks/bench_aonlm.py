@@ -12,8 +12,15 @@ Usage::
 
     python benchmarks/bench_aonlm.py                      # 145 174 145, 2 threads
     python benchmarks/bench_aonlm.py --shape 96 112 96 --threads 1 --repeats 5
+    python benchmarks/bench_aonlm.py --mask --dipy-search 3 --patch-radii 2   # same work
     git show REV:src/noise2average/aonlm.py > /tmp/aonlm_before.py   # REV: an earlier commit
     python benchmarks/bench_aonlm.py --baseline /tmp/aonlm_before.py   # before / after
+
+By default both run their own defaults: AONLM searches 7^3 candidates with patch radii 1 and
+2 and mixes the two passes; dipy's blockwise method searches 3^3 candidates (its
+``patch_radius=1``) with patches of radius 2 (its ``block_radius=2``). ``--dipy-search 3``
+gives dipy AONLM's search window, and ``--patch-radii 2`` runs AONLM as one pass of radius 2,
+so that both do the same search over the same patches.
 
 ``--baseline`` times a second AONLM implementation (a copy of ``aonlm.py``) in the same
 alternation, so that an optimisation is measured under the same machine load. The numba
@@ -97,6 +104,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="best of N (alternating) runs")
     parser.add_argument("--mask", action="store_true", help="pass the head mask to both")
+    parser.add_argument("--patch-radii", type=int, nargs="+", default=(1, 2), metavar="F",
+                        help="AONLM's patch radii (one: a single pass without mixing)")
+    parser.add_argument("--dipy-search", type=int, default=1, metavar="V",
+                        help="dipy's search radius (its patch_radius)")
+    parser.add_argument("--dipy-patch", type=int, default=2, metavar="F",
+                        help="dipy's patch radius (its block_radius)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--baseline", metavar="FILE", help="also time the aonlm of this module file"
@@ -113,20 +126,26 @@ def main(argv=None):
     noisy = add_rician(truth, sigma, seed=args.seed + 1)
     mask = head if args.mask else None
 
+    radii = tuple(args.patch_radii)
+
+    def run_aonlm(implementation):
+        return implementation(noisy, mask=mask, sigma=sigma, patch_radii=radii,
+                              num_threads=args.threads)
+
     fns = [
-        lambda: aonlm(noisy, mask=mask, sigma=sigma, num_threads=args.threads),
-        lambda: nlmeans(
-            noisy, sigma, mask=mask, rician=True, num_threads=args.threads, method="blockwise"
-        ),
+        lambda: run_aonlm(aonlm),
+        lambda: nlmeans(noisy, sigma, mask=mask, patch_radius=args.dipy_search,
+                        block_radius=args.dipy_patch, rician=True, num_threads=args.threads,
+                        method="blockwise"),
     ]
     implementations = [aonlm]
     if args.baseline:
         baseline = load_aonlm(args.baseline)
         implementations.append(baseline)
-        fns.append(lambda: baseline(noisy, mask=mask, sigma=sigma, num_threads=args.threads))
+        fns.append(lambda: run_aonlm(baseline))
     # Compile (or load from the numba cache) outside the timing.
     for fn in implementations:
-        fn(noisy[:24, :24, :24], sigma=sigma, num_threads=args.threads)
+        fn(noisy[:24, :24, :24], sigma=sigma, patch_radii=radii, num_threads=args.threads)
 
     times, outs = timed_alternating(fns, args.repeats)
     (t_aonlm, t_dipy), (den_aonlm, den_dipy) = times[:2], outs[:2]
@@ -139,10 +158,12 @@ def main(argv=None):
         f"mask {'head' if args.mask else 'none'}, best of {args.repeats}, "
         f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
     )
+    aonlm_label = f"aonlm (patch {'+'.join(map(str, radii))}, search 3)"
+    dipy_label = f"dipy blockwise (search {args.dipy_search}, patch {args.dipy_patch})"
     print(f"{'method':<34}{'time_s':>9}{'rmse_head':>11}")
     print(f"{'noisy':<34}{'':>9}{rmse(noisy):>11.3f}")
-    print(f"{'aonlm (patch 1+2, search 3)':<34}{t_aonlm:>9.2f}{rmse(den_aonlm):>11.3f}")
-    print(f"{'dipy blockwise (search 1, patch 2)':<34}{t_dipy:>9.2f}{rmse(den_dipy):>11.3f}")
+    print(f"{aonlm_label:<34}{t_aonlm:>9.2f}{rmse(den_aonlm):>11.3f}")
+    print(f"{dipy_label:<34}{t_dipy:>9.2f}{rmse(den_dipy):>11.3f}")
     if args.baseline:
         print(f"{'aonlm baseline (--baseline)':<34}{times[2]:>9.2f}{rmse(outs[2]):>11.3f}")
         same = np.array_equal(outs[0], outs[2])
