@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import re
+import subprocess
 
 import pytest
 
@@ -40,3 +42,17 @@ def test_small_cpu_benchmark_reports_throughput_flops_and_memory(bench, tmp_path
         assert 0.2 < result["iteration_seconds_extrapolated"] / measured < 5
         assert result["peak_memory_train"]["bytes"] > 0
     assert [r["data_type"] for r in report["results"]] == ["t1w", "dwi"]
+
+
+def test_gpu_check_script_passes_only_options_the_benchmark_knows(bench, capsys):
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", script], check=True)
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    known = set(re.findall(r"(--[a-z][a-z-]*)", capsys.readouterr().out))
+    text = script.read_text()
+    invocations = re.findall(r"bench_training\.py(.*?)(?:>|$)", text, re.S)
+    invocations += re.findall(r"^step \S+ \d+(.*)$", text, re.M)
+    used = {option for call in invocations for option in re.findall(r"(--[a-z][a-z-]*)", call)}
+    assert {"--device", "--size", "--json", "--compile", "--measure-iteration"} <= used
+    assert used <= known, used - known
