@@ -26,9 +26,14 @@ _MAXRSS_BYTES = 1 if sys.platform == "darwin" else 1024
 _USAGE_FIELDS = ("ru_maxrss", "ru_utime", "ru_stime")
 
 
+def max_rss_bytes(ru_maxrss):
+    """A ``ru_maxrss`` value of ``resource.getrusage`` or ``os.wait4``, in bytes."""
+    return ru_maxrss * _MAXRSS_BYTES
+
+
 def max_rss_gb(ru_maxrss):
     """A ``ru_maxrss`` value of ``resource.getrusage`` or ``os.wait4``, in GB (1e9 bytes)."""
-    return ru_maxrss * _MAXRSS_BYTES / 1e9
+    return max_rss_bytes(ru_maxrss) / 1e9
 
 
 def run_child(command, *, cwd=None, capture_stderr=False):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -158,7 +159,8 @@ def main(argv=None):
         f"mask {'head' if args.mask else 'none'}, best of {args.repeats}, "
         f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.1f}"
     )
-    aonlm_label = f"aonlm (patch {'+'.join(map(str, radii))}, search 3)"
+    search = inspect.signature(aonlm).parameters["search_radius"].default
+    aonlm_label = f"aonlm (patch {'+'.join(map(str, radii))}, search {search})"
     dipy_label = f"dipy blockwise (search {args.dipy_search}, patch {args.dipy_patch})"
     print(f"{'method':<34}{'time_s':>9}{'rmse_head':>11}")
     print(f"{'noisy':<34}{'':>9}{rmse(noisy):>11.3f}")

@@ -48,6 +48,7 @@ import time
 
 import numpy as np
 import torch
+from _child import max_rss_bytes
 from torch.utils.flop_counter import FlopCounterMode
 
 try:
@@ -175,7 +176,7 @@ def _peak_memory(device):
         return {"kind": "torch.cuda.max_memory_allocated",
                 "bytes": int(torch.cuda.max_memory_allocated(device))}
     return {"kind": "process peak RSS (ru_maxrss, includes the synthetic volumes)",
-            "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+            "bytes": max_rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
 
 
 def bench_one(data_type, args, device):
