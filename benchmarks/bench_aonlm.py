@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_aonlm.py --mask --dipy-search 3 --patch-radii 2   # same work
     git show REV:src/noise2average/aonlm.py > /tmp/aonlm_before.py   # REV: an earlier commit
     python benchmarks/bench_aonlm.py --baseline /tmp/aonlm_before.py   # before / after
+    python benchmarks/bench_aonlm.py --mask --threads 1 --stages   # where AONLM's time goes
 
 By default both run their own defaults: AONLM searches 7^3 candidates with patch radii 1 and
 2 and mixes the two passes; dipy's blockwise method searches 3^3 candidates (its
@@ -25,11 +26,17 @@ so that both do the same search over the same patches.
 ``--baseline`` times a second AONLM implementation (a copy of ``aonlm.py``) in the same
 alternation, so that an optimisation is measured under the same machine load. The numba
 kernels are compiled (or loaded from numba's cache) before the timing starts.
+
+``--stages`` then runs AONLM ``--repeats`` more times with a timer around each of its main
+stage functions and prints the stages of the fastest run: the tile kernel (the blockwise
+passes proper), the 11^3 smoothing of the bias maps, the wavelet mixing, the local
+statistics, and the rest of the call.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import os
@@ -38,6 +45,14 @@ import time
 
 import numpy as np
 from scipy import ndimage
+
+# Stage functions of noise2average.aonlm, each called from Python code of that module.
+STAGES = {
+    "tile kernel": "_blockwise_kernel",
+    "11^3 smoothing of the bias maps": "_positive_mean_filter",
+    "wavelet mixing": "_wavelet_mix",
+    "local statistics": "_local_statistics",
+}
 
 
 def synthetic_head(shape, *, seed=0):
@@ -88,6 +103,49 @@ def timed_alternating(fns, repeats):
     return best, outs
 
 
+@contextlib.contextmanager
+def stage_timers(module, stages):
+    """Time the functions of ``module`` named by ``stages`` ({label: name}) while active.
+
+    Yields {label: seconds} accumulated over every call of each function; the module's
+    functions are restored on exit.
+    """
+    spent = dict.fromkeys(stages, 0.0)
+    originals = {label: getattr(module, name) for label, name in stages.items()}
+
+    def timed(label, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - start
+
+        return wrapper
+
+    for label, name in stages.items():
+        setattr(module, name, timed(label, originals[label]))
+    try:
+        yield spent
+    finally:
+        for label, name in stages.items():
+            setattr(module, name, originals[label])
+
+
+def stage_profile(module, call, repeats):
+    """Total time of ``call()`` and its stages ({label: s}, with 'rest'), fastest of ``repeats``."""
+    best_total, best_stages = np.inf, None
+    for _ in range(repeats):
+        with stage_timers(module, STAGES) as spent:
+            start = time.perf_counter()
+            call()
+            total = time.perf_counter() - start
+        if total < best_total:
+            best_total, best_stages = total, dict(spent)
+    best_stages["rest"] = best_total - sum(best_stages.values())
+    return best_total, best_stages
+
+
 def load_aonlm(path):
     """The ``aonlm`` function of the module file ``path`` (e.g. an earlier ``aonlm.py``)."""
     spec = importlib.util.spec_from_file_location("aonlm_baseline", path)
@@ -115,10 +173,13 @@ def main(argv=None):
     parser.add_argument(
         "--baseline", metavar="FILE", help="also time the aonlm of this module file"
     )
+    parser.add_argument("--stages", action="store_true",
+                        help="then time AONLM's stages (fastest of --repeats runs)")
     args = parser.parse_args(argv)
 
     from dipy.denoise.nlmeans import nlmeans
 
+    from noise2average import aonlm as aonlm_module
     from noise2average.aonlm import aonlm
 
     shape = tuple(args.shape)
@@ -171,6 +232,11 @@ def main(argv=None):
         same = np.array_equal(outs[0], outs[2])
         print(f"baseline / dipy = {times[2] / t_dipy:.2f}; output identical to baseline: {same}")
     print(f"time ratio aonlm / dipy = {t_aonlm / t_dipy:.2f} (target <= 2)")
+    if args.stages:
+        total, stages = stage_profile(aonlm_module, lambda: run_aonlm(aonlm), args.repeats)
+        print(f"aonlm stages, fastest of {args.repeats}: {total:.2f} s")
+        for label, seconds in stages.items():
+            print(f"  stage {label:<32}{seconds:>8.3f} s{seconds / total:>7.1%}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,7 @@
 import sys
 
 import numpy as np
-
-from conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from _child import max_rss_gb, run_child  # noqa: E402
+from _child import max_rss_gb, run_child
 
 ALLOCATED = 400_000_000  # bytes, touched by the child
 

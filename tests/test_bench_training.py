@@ -1,27 +1,16 @@
 """benchmarks/bench_training.py runs on the CPU at a small size and reports consistent figures."""
 
-import importlib.util
 import json
 import re
 import subprocess
-import sys
 
+import bench_training as bench
 import pytest
 
 from conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))  # where the script finds ``_child``
-    spec = importlib.util.spec_from_file_location("bench_training",
-                                                  REPO / "benchmarks/bench_training.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_small_cpu_benchmark_reports_throughput_flops_and_memory(bench, tmp_path):
+def test_small_cpu_benchmark_reports_throughput_flops_and_memory(tmp_path):
     output = tmp_path / "bench.json"
     report = bench.main(["--device", "cpu", "--size", "small", "--data-type", "both",
                          "--depth", "6", "--width", "4", "--block-size", "16", "--epochs", "1",
@@ -48,7 +37,7 @@ def test_small_cpu_benchmark_reports_throughput_flops_and_memory(bench, tmp_path
     assert [r["data_type"] for r in report["results"]] == ["t1w", "dwi"]
 
 
-def test_gpu_check_script_passes_only_options_the_benchmark_knows(bench, capsys):
+def test_gpu_check_script_passes_only_options_the_benchmark_knows(capsys):
     script = REPO / "benchmarks" / "gpu_check.sh"
     subprocess.run(["bash", "-n", script], check=True)
     with pytest.raises(SystemExit):

@@ -66,7 +66,6 @@ def test_dry_run_of_500_subjects_takes_under_30_seconds(run_snakemake, tmp_path_
     assert counts["denoise_n2a"] == counts["compute_metrics"] == 500
     assert counts["simulate_subject"] == 502
     if seconds > 30:
-        sys.path.insert(0, str(REPO / "benchmarks"))
         import bench_dag
 
         folder = tmp_path_factory.mktemp("floor")
