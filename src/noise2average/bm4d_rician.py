@@ -27,7 +27,9 @@ _UNAVAILABLE = {
     "8x8refilter": "fails in bm4d 4.2.5 (residual refiltering bug)",
 }
 # Search half-window (7) plus the largest block side (5) of the 3D profiles: voxels this far
-# outside the mask can still be matched against blocks inside it.
+# outside the mask can still be matched against blocks inside it. It is less than the
+# two-stage reach (18, bm4d_rician's Notes): the box is not meant to reproduce a whole-volume
+# run, whose reference-block grid (_PERIOD) differs from the box's anyway.
 _MARGIN = 12
 _MIN_SIZE = 5
 # Smallest volume each profile accepts (its largest block side per axis).
@@ -70,7 +72,9 @@ def bm4d_rician(data, sigma, *, mask=None, profile="np", num_threads=None,
         still runs with one noise level.
     mask : ndarray of bool of shape (X, Y, Z), optional
         Voxels to denoise. BM4D runs on the mask's bounding box plus a margin of 12 voxels
-        (the block-matching reach), and voxels outside the mask are returned unchanged.
+        (the block-matching reach of one stage), and voxels outside the mask are returned
+        unchanged. BM4D's reference-block grid starts at the box, so the estimates can differ
+        from those of a whole-volume run everywhere, as those of a shifted volume would.
         None denoises the whole volume.
     profile : {'np', '8x8'}, optional
         BM4D profile: 'np' is the normal profile (4^3 hard-thresholding and 5^3 Wiener
