@@ -162,7 +162,7 @@ def aonlm(
 
     Cost: about ``(2 * search_radius + 1)^3`` separable passes over the volume per patch
     radius, nearly independent of the patch radius (the squared differences are shared by
-    the radii); roughly 3.5 s for 145x174x145 on one core and 0.25 GB of working memory
+    the radii); roughly 3.5-7 s for 145x174x145 on one core and 0.4 GB of working memory
     (docs/benchmarks.md). See the module docstring for the algorithm, its sources and the
     deliberate deviations from the authors' code.
 
