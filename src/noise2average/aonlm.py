@@ -1583,7 +1583,7 @@ def _wavelet_mix(arr, fima_small, fima_large, sigma):
     from ``fima_small``; each detail band mixes the two filtered volumes with a sigmoid of
     the noisy coefficient's magnitude against a BayesShrink-like threshold
     ``sigma^2 / sqrt(max(var(band) - sigma^2, 0))``. Unlike dipy, each axis is zero-padded
-    to an even length plus a fixed margin instead of the next power of two (identical
+    to an even length plus a fixed margin instead of the next power of two (the same
     results whenever dipy's padding is at least the margin; much less work otherwise).
     The transform is linear and perfectly reconstructing, so the mix is computed as
     ``fima_large + IDWT(DWT(fima_small - fima_large) weighted band by band)``: two forward
