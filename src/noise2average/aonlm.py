@@ -271,21 +271,18 @@ _KOAY_MAX = 50.0
 _KOAY_TABLE = []
 
 
-def _koay_bias_variance(smooth, mean, *, out=None):
+def _koay_bias_variance(smooth, mean, out):
     """Gaussian noise variance from the smoothed minimum-distance map (Koay's factor).
 
     ``smooth / xi(mean / sqrt(smooth))`` where ``smooth > 0``, 0 elsewhere; ``xi`` by linear
     interpolation in a table of :func:`koay_correction_factor` below SNR 50 and its
     asymptotic form ``1 - 1 / (2 SNR^2)`` above (relative error below 1e-5). Written to
-    ``out`` (float64, C-contiguous, of ``smooth``'s shape; it may be ``smooth``; None: a
-    new array), which is returned.
+    ``out`` (float64, C-contiguous, of ``smooth``'s shape; it may be ``smooth``).
     """
     if not _KOAY_TABLE:
         grid = np.arange(0.0, _KOAY_MAX + 2 * _KOAY_STEP, _KOAY_STEP)
         _KOAY_TABLE.append(koay_correction_factor(grid))
-    out = np.empty(smooth.shape, dtype=np.float64) if out is None else out
     _koay_kernel(smooth.ravel(), mean.ravel(), _KOAY_TABLE[0], out.ravel())
-    return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -642,7 +639,7 @@ def _aonlm_passes(arr, mask_b, stats, radii, v, rician):
         # Local noise: the minimum-distance map, smoothed over 11^3 (positive values only).
         _positive_mean_filter(noise_var, _BIAS_SMOOTH_RADIUS, out=noise_var, work=work)
         if rician:
-            _koay_bias_variance(noise_var, mean, out=noise_var)
+            _koay_bias_variance(noise_var, mean, noise_var)
             _subtract_rician_bias(fima.ravel(), noise_var.ravel(), cnt[k].ravel())
         results[i] = (fima, noise_var)
     return results
