@@ -1106,9 +1106,11 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pa
                 rm = sxy_m[ri, r * nzl : (r + 1) * nzl]
                 # Patch of block bzl along z: the even t first, then the odd t. (Element
                 # loops rather than slice assignments or one fused loop: these vectorise.)
+                tp = rp[eb : eb + nbz]
+                tm = rm[eb : eb + nbz]
                 for bzl in range(nbz):
-                    zs_p[bzl] = rp[eb + bzl]
-                    zs_m[bzl] = rm[eb + bzl]
+                    zs_p[bzl] = tp[bzl]
+                    zs_m[bzl] = tm[bzl]
                 for j in range(1, f + 1):
                     tp = rp[eb + j : eb + j + nbz]
                     tm = rm[eb + j : eb + j + nbz]
