@@ -1,5 +1,9 @@
 """Tests for noise2average.aonlm (adaptive optimised non-local means)."""
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -256,6 +260,9 @@ def test_local_statistics_and_padded_copies(shape):
         for out, want in zip(got, (pimg, pres, pimg * pimg if rician else pimg)):
             assert_array_equal(out[:, :, 0, : (want.shape[2] + 1) // 2], want[:, :, 0::2])
             assert_array_equal(out[:, :, 1, : want.shape[2] // 2], want[:, :, 1::2])
+            half = (want.shape[2] + 1) // 2  # then zeros, for the kernel's padded rows
+            assert out.shape[3] == half + aonlm_module._LANES
+            assert not out[:, :, 0, half:].any() and not out[:, :, 1, want.shape[2] // 2 :].any()
         mask = rng.random(shape) > 0.8
         for f in (1, 2, 3):
             support = ndimage.maximum_filter(mask, 2 * f + 1, mode="constant", cval=False)
@@ -273,6 +280,37 @@ def test_output_shape_dtype_and_thread_independence():
     assert_array_equal(aonlm(data, sigma=3.0, num_threads=threads), out1)
     assert aonlm(data.astype(np.int16), sigma=3.0).dtype == np.float32
     assert aonlm(np.ones((1, 4, 3))).shape == (1, 4, 3)  # tiny volumes work
+
+
+_BOUNDSCHECK_SCRIPT = """
+import sys
+import numpy as np
+from noise2average.aonlm import aonlm
+data, mask = np.load(sys.argv[1]), np.load(sys.argv[2])
+np.save(sys.argv[3], aonlm(data, mask=mask, num_threads=2))
+"""
+
+
+def test_kernels_stay_in_bounds(tmp_path):
+    """With numba's bounds checks compiled in, the kernels index no array out of range:
+    their inner loops run over padded rows and read past a row's end, which is only safe
+    inside the padding the arrays carry. (A compilation of its own: about 50 s.)"""
+    rng = np.random.default_rng(4)
+    shape = (21, 18, 23)  # odd and even extents
+    data = rng.random(shape) * 100.0 + 1.0
+    x, y, z = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    mask = (x - 0.2) ** 2 + y**2 + (z / 0.8) ** 2 < 0.7  # tiles of different z extents
+    np.save(tmp_path / "data.npy", data)
+    np.save(tmp_path / "mask.npy", mask)
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    run = subprocess.run(
+        [sys.executable, "-c", _BOUNDSCHECK_SCRIPT, str(tmp_path / "data.npy"),
+         str(tmp_path / "mask.npy"), str(tmp_path / "out.npy")],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    expected = aonlm(data, mask=mask, num_threads=2)
+    assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
 def test_wavelet_mixing_matches_dipy():

@@ -63,10 +63,12 @@ block-by-block algorithm (the tests compare with a direct transcription) in floa
 cost independent of the patch size per offset. The patch radii run in one sweep over the
 tiles (tiled for the largest radius): the offsets, the preselection and the squared
 differences are shared, the box sums, weights and estimates are per radius, and each radius'
-result is bit for bit that of its pass alone. Tiles of one of four colours never write to
-the same voxel, so each colour runs in parallel (numba ``prange``) and the result does not
-depend on the number of threads; within a colour the tiles are dealt to the threads by
-their estimated cost, so that the static schedule is balanced. The large arrays are
+result is bit for bit that of its pass alone. The rows of a tile's working arrays are
+padded to a multiple of 16 float32, so that the inner loops run in whole vectors. Tiles of
+one of four colours never write to the same voxel, so each colour runs in parallel (numba
+``prange``) and the result does not depend on the number of threads; within a colour the
+tiles are dealt to the threads by their estimated cost, so that the static schedule is
+balanced. The large arrays are
 allocated by numpy, which asks the operating system for transparent huge pages (numba's
 allocator does not; the tile kernel, with its strided reads, ran markedly slower on inputs
 in 4 KiB pages).
@@ -89,6 +91,9 @@ _MEAN_RATIO = 0.95  # preselection: mean ratio in (0.95, 1/0.95)  (Coupe 2008)
 _VAR_RATIO = 0.5  # preselection: variance ratio in (0.5, 2)     (Coupe 2008)
 _BIAS_SMOOTH_RADIUS = 5  # bias map smoothed over 11^3                (Manjon 2010)
 _REL_EPS = 1e-6  # "numerically zero", relative to the data's maximum
+# The tile kernel's rows are padded to a multiple of 16 float32 (one AVX-512 vector, two
+# AVX2 ones), so that its inner loops run without a scalar remainder.
+_LANES = 16
 
 
 # --------------------------------------------------------------------------------------
@@ -545,9 +550,11 @@ def _padded_copies(arr, mean, pad, rician):
     Each is ``arr`` (resp. ``arr - mean``, ``arr**2`` with ``rician``, else ``arr``)
     mirror-padded by ``pad`` voxels per side (``np.pad(..., mode="symmetric")``) and
     parity-split along z: ``out[x, y, p, k]`` holds padded column ``2 k + p`` (zero past
-    the end), shape ``(X + 2 pad, Y + 2 pad, 2, ceil((Z + 2 pad) / 2))``.
+    the end), shape ``(X + 2 pad, Y + 2 pad, 2, ceil((Z + 2 pad) / 2) + _LANES)``: the
+    kernel's loops over padded rows read up to ``_LANES - 1`` columns past a row's end.
     """
-    shape = tuple(n + 2 * pad for n in arr.shape[:2]) + (2, (arr.shape[2] + 2 * pad + 1) // 2)
+    half = (arr.shape[2] + 2 * pad + 1) // 2
+    shape = tuple(n + 2 * pad for n in arr.shape[:2]) + (2, half + _LANES)
     # Allocated by numpy, which asks for transparent huge pages (numba's allocator does
     # not): the kernel's strided reads ran markedly slower on 4 KiB pages.
     qimg, qres, qacc = (np.zeros(shape, dtype=np.float32) for _ in range(3))
@@ -733,6 +740,12 @@ def _positive_mean_filter(x, r, *, out=None, work=None):
 
 
 @njit(cache=True, nogil=True)
+def _round_up(n, m):
+    """The smallest multiple of ``m`` that is at least ``n`` (``n >= 0``, ``m > 0``)."""
+    return (n + m - 1) // m * m
+
+
+@njit(cache=True, nogil=True)
 def _reflect(i, n):
     """Index of a reflected border (period 2n: ... b a | a b ... z | z y ...)."""
     if 0 <= i < n:
@@ -908,16 +921,19 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pa
     var_lo = np.float32(_VAR_RATIO)
     var_hi = np.float32(1.0 / _VAR_RATIO)
     inf32 = np.float32(np.inf)
-    # The voxel planes / rows / columns under the tile's largest patches; a patch of radius
+    # The voxel planes and rows under the tile's largest patches; a patch of radius
     # f <= fm of block row b holds local rows 2 b + (fm - f) .. 2 b + (fm - f) + 2 f.
     nxl = 2 * nbx + 2 * fm - 1
     nyl = 2 * nby + 2 * fm - 1
-    nzl = 2 * nbz + 2 * fm - 1
     xa = 2 * bx0 - fm + pad  # their first index in the padded arrays
     ya = 2 * by0 - fm + pad
     za = 2 * bz0 - fm + pad
     ne = nbz + fm  # even / odd columns along z
     no = nbz + fm - 1
+    # A row holds the even columns, then the odd ones from nep on; both parts padded.
+    nep = _round_up(ne, _LANES)
+    nop = _round_up(no, _LANES)
+    nzl = nep + nop
     inv_n = np.empty(nr, dtype=np.float32)
     e_base = np.empty(nr, dtype=np.int64)  # where the patch columns of block 0 start
     o_base = np.empty(nr, dtype=np.int64)
@@ -928,8 +944,8 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pa
         # Patch columns of block bzl: 2 bzl + d + t, t = 0..2f (d = fm - f); the even t
         # (summed first, as column by column) and the odd t, in the parity-split row.
         d = fm - f
-        e_base[ri] = d // 2 if d % 2 == 0 else ne + d // 2
-        o_base[ri] = ne + d // 2 if d % 2 == 0 else (d + 1) // 2
+        e_base[ri] = d // 2 if d % 2 == 0 else nep + d // 2
+        o_base[ri] = nep + d // 2 if d % 2 == 0 else (d + 1) // 2
 
     wst = np.empty((nr, nq, nblk), dtype=np.float32)
     dmin = np.full((nr, nblk), inf32, dtype=np.float32)
@@ -1051,8 +1067,8 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pa
                 for par in range(2):
                     z0 = za + par
                     z1 = za + dz + par
-                    n = ne if par == 0 else no
-                    o = 0 if par == 0 else ne
+                    n = nep if par == 0 else nop
+                    o = 0 if par == 0 else nep
                     a0 = qimg[xa + xl, ya + yl, z0 % 2, z0 // 2 : z0 // 2 + n]
                     a1 = qimg[xa + xl + dx, ya + yl + dy, z1 % 2, z1 // 2 : z1 // 2 + n]
                     r0 = qres[xa + xl, ya + yl, z0 % 2, z0 // 2 : z0 // 2 + n]
@@ -1196,7 +1212,10 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
     nq = wst.shape[0]
     ne = nbz + f  # even / odd columns along z
     no = nbz + f - 1
-    nzl = ne + no
+    # A row holds the even columns, then the odd ones from nep on; both parts padded.
+    nep = _round_up(ne, _LANES)
+    nop = _round_up(no, _LANES)
+    nzl = nep + nop
     za = 2 * bz0 - f  # first column
     xo0 = max(2 * bx0 - f, 0)
     xo1 = min(2 * (bx1 - 1) + f + 1, nx)
@@ -1211,16 +1230,17 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
     acc = np.zeros((4, nxo * n2), dtype=np.float32)  # estimate, then the three extras
     rowany = np.zeros(nbx * nby, dtype=np.bool_)  # block row with a nonzero weight
     g2nz = np.zeros(nbx * nyo, dtype=np.bool_)  # nonzero rows of g2
+    zero = np.float32(0.0)
     for s in range(nq + 3):
         wq = wst[s] if s < nq else extra[s - nq]
         anyu = False
         for r in range(nbx * nby):
             ur = wq[r * nbz : (r + 1) * nbz]
-            umax = np.float32(0.0)
+            npos = 0  # a count rather than a maximum: integer sums vectorise
             for bzl in range(nbz):
-                umax = max(umax, ur[bzl])
-            rowany[r] = umax > 0.0
-            if umax > 0.0:
+                npos += ur[bzl] > zero
+            rowany[r] = npos > 0
+            if npos > 0:
                 anyu = True
                 # Column 2k holds blocks k-f..k, column 2k+1 blocks k-f+1..k.
                 gr = g1[r * nzl : (r + 1) * nzl]
@@ -1230,7 +1250,7 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
                     for bzl in range(nbz):
                         ge[bzl] += ur[bzl]
                 for j in range(f):
-                    go = gr[ne + j : ne + j + nbz]
+                    go = gr[nep + j : nep + j + nbz]
                     for bzl in range(nbz):
                         go[bzl] += ur[bzl]
         if not anyu:
@@ -1275,8 +1295,8 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
                     py = yo0 + y + dy + pad
                     for par in range(2):
                         zz = ze if par == 0 else zo
-                        n = ne if par == 0 else no
-                        o = y * nzl + (0 if par == 0 else ne)
+                        n = nep if par == 0 else nop
+                        o = y * nzl + (0 if par == 0 else nep)
                         pr = qacc[px, py, zz % 2, zz // 2 : zz // 2 + n]
                         a_ = ar[o : o + n]
                         ra = ga[o : o + n]
@@ -1301,15 +1321,15 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
                 px = x + dx + pad
                 for y in range(nyo):
                     py = yo0 + y + dy + pad
-                    pe = qacc[px, py, ze % 2, ze // 2 : ze // 2 + ne]
-                    po = qacc[px, py, zo % 2, zo // 2 : zo // 2 + no]
-                    ae = ar[y * nzl : y * nzl + ne]
-                    ao = ar[y * nzl + ne : (y + 1) * nzl]
-                    ge = g3[y * nzl : y * nzl + ne]
-                    go = g3[y * nzl + ne : (y + 1) * nzl]
-                    for z in range(ne):
+                    pe = qacc[px, py, ze % 2, ze // 2 : ze // 2 + nep]
+                    po = qacc[px, py, zo % 2, zo // 2 : zo // 2 + nop]
+                    ae = ar[y * nzl : y * nzl + nep]
+                    ao = ar[y * nzl + nep : (y + 1) * nzl]
+                    ge = g3[y * nzl : y * nzl + nep]
+                    go = g3[y * nzl + nep : (y + 1) * nzl]
+                    for z in range(nep):
                         ae[z] += ge[z] * pe[z]
-                    for z in range(no):
+                    for z in range(nop):
                         ao[z] += go[z] * po[z]
             else:
                 for i in range(n2):
@@ -1323,21 +1343,21 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
         for y in range(nyo):
             o = (x * nyo + y) * nzl
             # One call per output: the counts are float32, the sums float64.
-            _add_interleaved(est[xo0 + x, yo0 + y], acc[0], o, ne, za, klo, khi, jlo, jhi)
-            _add_interleaved(cnt[xo0 + x, yo0 + y], acc[1], o, ne, za, klo, khi, jlo, jhi)
-            _add_interleaved(dcnt[xo0 + x, yo0 + y], acc[2], o, ne, za, klo, khi, jlo, jhi)
-            _add_interleaved(dsum[xo0 + x, yo0 + y], acc[3], o, ne, za, klo, khi, jlo, jhi)
+            _add_interleaved(est[xo0 + x, yo0 + y], acc[0], o, nep, za, klo, khi, jlo, jhi)
+            _add_interleaved(cnt[xo0 + x, yo0 + y], acc[1], o, nep, za, klo, khi, jlo, jhi)
+            _add_interleaved(dcnt[xo0 + x, yo0 + y], acc[2], o, nep, za, klo, khi, jlo, jhi)
+            _add_interleaved(dsum[xo0 + x, yo0 + y], acc[3], o, nep, za, klo, khi, jlo, jhi)
 
 
 @njit(cache=True, nogil=True)
-def _add_interleaved(row, acc, o, ne, za, klo, khi, jlo, jhi):
-    """Add the parity-split row ``acc[o : o + 2 ne - 1]`` (even columns, then odd) onto
-    ``row``: column ``za + 2 k`` for ``klo <= k < khi``, ``za + 2 k + 1`` for
-    ``jlo <= k < jhi``."""
+def _add_interleaved(row, acc, o, nep, za, klo, khi, jlo, jhi):
+    """Add the parity-split row at ``acc[o:]`` (even columns, then the odd ones from
+    ``o + nep``) onto ``row``: column ``za + 2 k`` for ``klo <= k < khi``, ``za + 2 k + 1``
+    for ``jlo <= k < jhi``."""
     for k in range(klo, khi):
         row[za + 2 * k] += acc[o + k]
     for k in range(jlo, jhi):
-        row[za + 2 * k + 1] += acc[o + ne + k]
+        row[za + 2 * k + 1] += acc[o + nep + k]
 
 
 # --------------------------------------------------------------------------------------
