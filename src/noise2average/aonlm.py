@@ -68,10 +68,9 @@ padded to a multiple of 16 float32, so that the inner loops run in whole vectors
 one of four colours never write to the same voxel, so each colour runs in parallel (numba
 ``prange``) and the result does not depend on the number of threads; within a colour the
 tiles are dealt to the threads by their estimated cost, so that the static schedule is
-balanced. The large arrays are
-allocated by numpy, which asks the operating system for transparent huge pages (numba's
-allocator does not; the tile kernel, with its strided reads, ran markedly slower on inputs
-in 4 KiB pages).
+balanced. The large arrays are allocated by numpy, which asks the operating system for
+transparent huge pages (numba's allocator does not; the tile kernel, with its strided reads,
+ran markedly slower on inputs in 4 KiB pages).
 """
 
 from __future__ import annotations
