@@ -284,8 +284,10 @@ def test_output_shape_dtype_and_thread_independence():
 
 _BOUNDSCHECK_SCRIPT = """
 import sys
+import numba
 import numpy as np
 from noise2average.aonlm import aonlm
+assert numba.config.BOUNDSCHECK, "bounds checks are off"
 data, mask = np.load(sys.argv[1]), np.load(sys.argv[2])
 np.save(sys.argv[3], aonlm(data, mask=mask, num_threads=2))
 """
@@ -309,6 +311,8 @@ def test_kernels_stay_in_bounds(tmp_path):
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    # Compiled afresh into its own cache, not loaded from the package's unchecked one.
+    assert any((tmp_path / "cache").rglob("*.nbc"))
     expected = aonlm(data, mask=mask, num_threads=2)
     assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
