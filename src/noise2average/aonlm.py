@@ -166,8 +166,8 @@ def aonlm(
 
     Cost: about ``(2 * search_radius + 1)^3`` separable passes over the volume per patch
     radius, nearly independent of the patch radius (the squared differences are shared by
-    the radii); roughly 3.5-7 s for 145x174x145 on one core and 0.4 GB of working memory
-    (docs/benchmarks.md). See the module docstring for the algorithm, its sources and the
+    the radii); about 6 s for 145x174x145 on one core of an AMD EPYC (Zen 4), up to 1.7x
+    that on slower hosts, and 0.4 GB of working memory (docs/benchmarks.md). See the module docstring for the algorithm, its sources and the
     deliberate deviations from the authors' code.
 
     References
