@@ -167,8 +167,9 @@ def aonlm(
     Cost: about ``(2 * search_radius + 1)^3`` separable passes over the volume per patch
     radius, nearly independent of the patch radius (the squared differences are shared by
     the radii); about 6 s for 145x174x145 on one core of an AMD EPYC (Zen 4), up to 1.7x
-    that on slower hosts, and 0.4 GB of working memory (docs/benchmarks.md). See the module docstring for the algorithm, its sources and the
-    deliberate deviations from the authors' code.
+    that on slower hosts, and 0.4 GB of working memory (docs/benchmarks.md). See the module
+    docstring for the algorithm, its sources and the deliberate deviations from the authors'
+    code.
 
     References
     ----------
@@ -739,9 +740,13 @@ def _positive_mean_filter(x, r, *, out=None, work=None):
 
 
 @njit(cache=True, nogil=True)
-def _round_up(n, m):
-    """The smallest multiple of ``m`` that is at least ``n`` (``n >= 0``, ``m > 0``)."""
-    return (n + m - 1) // m * m
+def _split_row(nbz, f):
+    """Layout of the tile kernel's parity-split rows along z for ``nbz`` blocks of radius
+    ``f``: ``ne`` even and ``no`` odd columns; a row holds the even ones, then the odd ones
+    from ``nep`` on, each part padded to a multiple of ``_LANES`` (``nep``, ``nop``)."""
+    ne = nbz + f
+    no = nbz + f - 1
+    return ne, no, (ne + _LANES - 1) // _LANES * _LANES, (no + _LANES - 1) // _LANES * _LANES
 
 
 @njit(cache=True, nogil=True)
@@ -927,11 +932,7 @@ def _tile_distances(tile, qimg, qres, pmean, pvar, pvalid, filt, offs, radii, pa
     xa = 2 * bx0 - fm + pad  # their first index in the padded arrays
     ya = 2 * by0 - fm + pad
     za = 2 * bz0 - fm + pad
-    ne = nbz + fm  # even / odd columns along z
-    no = nbz + fm - 1
-    # A row holds the even columns, then the odd ones from nep on; both parts padded.
-    nep = _round_up(ne, _LANES)
-    nop = _round_up(no, _LANES)
+    _, _, nep, nop = _split_row(nbz, fm)
     nzl = nep + nop
     inv_n = np.empty(nr, dtype=np.float32)
     e_base = np.empty(nr, dtype=np.int64)  # where the patch columns of block 0 start
@@ -1209,11 +1210,7 @@ def _tile_spread(tile, wst, extra, qacc, offs, f, pad, est, cnt, dcnt, dsum):
     bx0, bx1, by0, by1, bz0, bz1 = tile[0], tile[1], tile[2], tile[3], tile[4], tile[5]
     nbx, nby, nbz = bx1 - bx0, by1 - by0, bz1 - bz0
     nq = wst.shape[0]
-    ne = nbz + f  # even / odd columns along z
-    no = nbz + f - 1
-    # A row holds the even columns, then the odd ones from nep on; both parts padded.
-    nep = _round_up(ne, _LANES)
-    nop = _round_up(no, _LANES)
+    ne, no, nep, nop = _split_row(nbz, f)
     nzl = nep + nop
     za = 2 * bz0 - f  # first column
     xo0 = max(2 * bx0 - f, 0)
