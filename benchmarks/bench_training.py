@@ -11,8 +11,8 @@ batch 1, 20 % validation) or a small CPU preset, the script
   forward, masked loss, backward, Adam), validation batches and inference batches (block and
   flipped block) on the device, warm-up steps excluded, ``torch.cuda.synchronize()`` around
   every timed region,
-* times a large matrix multiply for the device's measured peak (bf16 on CUDA, float32 on
-  the CPU: the dtypes training computes in),
+* times a large matrix multiply for the device's measured peak in the dtype training
+  computes in (``--precision``: by default bf16 on CUDA, float32 on the CPU),
 * extrapolates the time per N2A iteration and per subject from the step times and the real
   block count of a synthetic brain mask (an ellipsoid filling a 145 x 174 x 145 box at 1 mm,
   as a 1 mm brain mask fills its bounding box), plus the measured host-side block
@@ -29,6 +29,7 @@ Usage::
     python benchmarks/bench_training.py --device cuda --size paper            # GPU, both types
     python benchmarks/bench_training.py --device cuda --size paper --compile
     python benchmarks/bench_training.py --device cpu --size small             # a few minutes
+    python benchmarks/bench_training.py --device cpu --size small --precision bf16   # AMX
     python benchmarks/bench_training.py --device cpu --size paper --data-type t1w \\
         --warmup 1 --steps 2                                                  # CPU, extrapolated
 """
@@ -134,24 +135,21 @@ def _timed(fn, device, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def matmul_peak(device, size=None, repeats=None):
-    """Measured matrix-multiply peak: {dtype: TFLOP/s} in the dtype training computes in.
+def matmul_peak(device, precision="auto", size=None, repeats=None):
+    """Measured matrix-multiply peak in the dtype training computes in: {dtype: TFLOP/s}.
 
-    bf16 on CUDA (autocast); float32 on the CPU, where training runs in float32 (and a CPU
-    without bf16 instructions emulates bf16 matrix products orders of magnitude slower).
+    bf16 under bf16 autocast (``precision`` "auto" on CUDA, or "bf16"), else float32. A CPU
+    without bf16 instructions emulates bf16 matrix products, much slower than float32.
     """
+    dtype = torch.bfloat16 if training._uses_bf16(device, precision) else torch.float32
     if device.type == "cuda":
-        dtypes, size, repeats = [torch.bfloat16], size or 8192, repeats or 50
+        size, repeats = size or 8192, repeats or 50
     else:
-        dtypes, size, repeats = [torch.float32], size or 2048, repeats or 5
-    peaks = {}
-    for dtype in dtypes:
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
-        seconds = _timed(lambda: torch.mm(a, b), device, warmup=2, steps=repeats)
-        peaks[str(dtype).replace("torch.", "")] = 2.0 * size ** 3 / seconds / 1e12
-        del a, b
-    return {"size": size, "tflops": peaks}
+        size, repeats = size or 2048, repeats or 5
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    seconds = _timed(lambda: torch.mm(a, b), device, warmup=2, steps=repeats)
+    return {"size": size, "tflops": {str(dtype).replace("torch.", ""): 2.0 * size ** 3 / seconds / 1e12}}
 
 
 def counted_flops(network, batch, channels, block):
@@ -193,7 +191,8 @@ def bench_one(data_type, args, device):
     settings = training.TrainingSettings(
         block_size=block, block_stride=cfg["block_stride"], batch_size=batch,
         epochs=cfg["epochs"], learning_rate=5e-5, validation_fraction=0.2, flip=True,
-        device=str(device), seed=0, num_threads=None, compile=args.compile)
+        device=str(device), seed=0, num_threads=None, compile=args.compile,
+        precision=args.precision)
     network = training.build_network(
         {"in_channels": channels, "out_channels": channels, "depth": cfg["depth"],
          "width": cfg["width"], "batch_norm": cfg["batch_norm"]}, seed=0)
@@ -255,7 +254,8 @@ def bench_one(data_type, args, device):
     def train_step():
         base, flipped = batch_rows()
         x, r, w = training._gather(tensors, base, flipped, settings.flip_axis, memory_format)
-        losses.append(training._train_step(residual_fn, optimizer, x, r, w, device))
+        losses.append(training._train_step(residual_fn, optimizer, x, r, w, device,
+                                           settings.precision))
 
     network.train()
     with training._device_flags(device):
@@ -265,14 +265,14 @@ def bench_one(data_type, args, device):
 
         def eval_batch():
             base, flipped = batch_rows()
-            with torch.no_grad(), training._autocast(device):
+            with torch.no_grad(), training._autocast(device, settings.precision):
                 x, r, w = training._gather(tensors, base, flipped, settings.flip_axis,
                                            memory_format)
                 training._masked_sse(residual_fn(x), r, w)
 
         def infer_batch():   # block and flipped block, as predict_residual_volume
             base, _ = batch_rows()
-            with torch.inference_mode(), training._autocast(device):
+            with torch.inference_mode(), training._autocast(device, settings.precision):
                 x = tensors[0].index_select(0, base).contiguous(memory_format=memory_format)
                 out = residual_fn(x).float()
                 mirrored = residual_fn(torch.flip(x, dims=(2,))).float()
@@ -294,7 +294,8 @@ def bench_one(data_type, args, device):
     result = {
         "data_type": data_type,
         "size": args.size,
-        "config": {**cfg, "compile": args.compile, "memory_format": str(memory_format)},
+        "config": {**cfg, "compile": args.compile, "precision": args.precision,
+                   "memory_format": str(memory_format)},
         "volume_shape": list(mask.shape),
         "mask_voxels": int(mask.sum()),
         "blocks_per_repetition": blocks_per_rep,
@@ -369,9 +370,11 @@ def main(argv=None):
     parser.add_argument("--size", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--data-type", default="both", choices=["t1w", "dwi", "both"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
+                        help="training.precision (auto: bf16 on CUDA, float32 on the CPU)")
     parser.add_argument("--memory-format", default="auto",
                         choices=["auto", "channels_last", "contiguous"],
-                        help="override the layout (auto: channels-last 3D on CUDA)")
+                        help="override the layout (auto: channels-last 3D under bf16)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed steps first (default 3 on CUDA, 1 on the CPU)")
     parser.add_argument("--steps", type=int, default=None,
@@ -401,25 +404,24 @@ def main(argv=None):
     if args.memory_format != "auto":
         layout = {"channels_last": torch.channels_last_3d,
                   "contiguous": torch.contiguous_format}[args.memory_format]
-        training._memory_format = lambda _device: layout
+        training._memory_format = lambda _device, _precision: layout
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
     load_before = os.getloadavg()
     print(f"device {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads, {os.cpu_count()} CPUs, "
           f"load average {load_before[0]:.2f}", flush=True)
-    peak = matmul_peak(device, args.matmul_size)
-    print("measured matmul peak (" + ", ".join(f"{k}: {v:.3f} TFLOP/s" for k, v in
-                                              peak["tflops"].items())
-          + f", {peak['size']}^3); training runs in "
-          + ("bf16 autocast" if device.type == "cuda" else "float32"), flush=True)
+    peak = matmul_peak(device, args.precision, args.matmul_size)
+    (dtype, reference), = peak["tflops"].items()
+    print(f"measured matmul peak ({dtype}: {reference:.3f} TFLOP/s, {peak['size']}^3); "
+          f"training runs in {'bf16 autocast' if dtype == 'bfloat16' else 'float32'}",
+          flush=True)
     types = ["t1w", "dwi"] if args.data_type == "both" else [args.data_type]
     results = [bench_one(t, args, device) for t in types]
-    reference = peak["tflops"]["bfloat16" if device.type == "cuda" else "float32"]
     for r in results:
         r["fraction_of_matmul_peak"] = r["train_tflops_per_second"] / reference
         print(f"{r['data_type']}: training at {100 * r['fraction_of_matmul_peak']:.1f} % of the "
-              f"measured {'bf16' if device.type == 'cuda' else 'float32'} matmul peak")
+              f"measured {dtype} matmul peak")
     report = {
         "device": str(device),
         "device_name": name,
@@ -430,7 +432,7 @@ def main(argv=None):
         "load_average_before": load_before[0],
         "load_average_after": os.getloadavg()[0],
         "matmul_peak": peak,
-        "peak_reference_dtype": "bfloat16" if device.type == "cuda" else "float32",
+        "peak_reference_dtype": dtype,
         "results": results,
     }
     if args.json:

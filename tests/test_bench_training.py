@@ -37,6 +37,20 @@ def test_small_cpu_benchmark_reports_throughput_flops_and_memory(tmp_path):
     assert [r["data_type"] for r in report["results"]] == ["t1w", "dwi"]
 
 
+def test_bf16_on_the_cpu_is_measured_against_the_bf16_matmul_peak():
+    report = bench.main(["--device", "cpu", "--size", "small", "--data-type", "t1w",
+                         "--precision", "bf16", "--depth", "6", "--width", "4",
+                         "--block-size", "16", "--warmup", "1", "--steps", "1",
+                         "--no-measure-iteration", "--threads", "1", "--matmul-size", "256"])
+    assert report["peak_reference_dtype"] == "bfloat16"
+    assert set(report["matmul_peak"]["tflops"]) == {"bfloat16"}
+    (result,) = report["results"]
+    assert result["loss_finite"]
+    assert result["config"]["precision"] == "bf16"
+    assert result["config"]["memory_format"] == "torch.channels_last_3d"
+    assert result["fraction_of_matmul_peak"] > 0
+
+
 def test_gpu_check_script_passes_only_options_the_benchmark_knows(capsys):
     script = REPO / "benchmarks" / "gpu_check.sh"
     subprocess.run(["bash", "-n", script], check=True)

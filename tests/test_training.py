@@ -61,10 +61,11 @@ def test_settings_defaults_and_validation():
     s = TrainingSettings()
     assert (s.block_size, s.block_stride, s.batch_size, s.epochs) == (32, 24, 2, 6)
     assert (s.learning_rate, s.validation_fraction, s.flip, s.flip_axis) == (5e-5, 0.2, True, 0)
-    assert (s.device, s.seed, s.num_threads) == ("auto", 0, None)
+    assert (s.device, s.seed, s.num_threads, s.precision) == ("auto", 0, None, "auto")
     for field, value in [("block_size", 0), ("block_stride", 40), ("epochs", -1),
                          ("learning_rate", 0.0), ("validation_fraction", 1.0),
-                         ("flip_axis", 3), ("num_threads", 0), ("batch_size", 1.5)]:
+                         ("flip_axis", 3), ("num_threads", 0), ("batch_size", 1.5),
+                         ("precision", "float16")]:
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(s, **{field: value})
 
@@ -448,12 +449,63 @@ def test_gather_returns_the_requested_memory_format():
     assert torch.equal(batch[0], torch.flip(x[2], dims=(2,)))
 
 
-def test_channels_last_only_on_cuda():
-    assert training._memory_format(torch.device("cpu")) == torch.contiguous_format
-    assert training._memory_format(torch.device("cuda")) == torch.channels_last_3d
+@pytest.mark.parametrize("device, precision, bf16", [
+    ("cpu", "auto", False), ("cuda", "auto", True), ("cpu", "bf16", True),
+    ("cuda", "bf16", True), ("cpu", "float32", False), ("cuda", "float32", False)])
+def test_bf16_and_channels_last_go_together_by_precision(device, precision, bf16):
+    device = torch.device(device)
+    assert training._uses_bf16(device, precision) is bf16
+    assert training._memory_format(device, precision) == (
+        torch.channels_last_3d if bf16 else torch.contiguous_format)
 
 
-def test_compile_setting_is_validated_and_read_from_config():
+def _conv_output_dtypes(network):
+    """Dtypes of every convolution output of ``network`` from now on (forward hooks)."""
+    seen = set()
+    for module in network.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            module.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    return seen
+
+
+def test_bf16_on_the_cpu_trains_in_bf16_deterministically_and_near_float32():
+    clean, mask, reps = _phantom(shape=(20, 20, 16), n=2, sigma=0.2)
+    inputs, targets = [], []
+    for k in range(2):
+        z, mean, std = zscore(reps[..., k], mask)
+        inputs.append(z)
+        targets.append(((clean - mean) / std).astype(np.float32))
+    float32 = TrainingSettings(block_size=10, block_stride=8, batch_size=4, epochs=8,
+                               learning_rate=2e-3, device="cpu", num_threads=1,
+                               precision="float32")
+    bf16 = dataclasses.replace(float32, precision="bf16")
+    runs = {}
+    for name, settings in (("float32", float32), ("bf16", bf16), ("bf16 again", bf16)):
+        net = build_network({"depth": 6, "width": 8}, seed=0)
+        dtypes = _conv_output_dtypes(net)
+        state, history = fit_residual(net, inputs, [targets[0], targets[1]], [mask, mask],
+                                      settings=settings)
+        residual = predict_residual_volume(net, inputs[0], mask, settings=settings)
+        runs[name] = (state, history, residual, dtypes)
+    assert runs["float32"][3] == {torch.float32}
+    assert runs["bf16"][3] == {torch.bfloat16}
+    # The weights stay float32 and contiguous; a rerun gives the same weights and result.
+    state, history, residual, _ = runs["bf16"]
+    assert all(value.dtype in (torch.float32, torch.int64) for value in state.values())
+    assert all(torch.equal(state[k], runs["bf16 again"][0][k]) for k in state)
+    assert_array_equal(residual, runs["bf16 again"][2])
+    assert residual.dtype == np.float32
+    # bf16 learns the task as float32 does, with a result that differs in its rounding.
+    best = min(h["val_loss"] for h in history)
+    assert best < 0.7 * history[0]["identity_val_loss"]
+    assert best == pytest.approx(min(h["val_loss"] for h in runs["float32"][1]), rel=0.05)
+    reference = runs["float32"][2]
+    assert not np.array_equal(residual, reference)
+    scale = np.abs(reference[mask]).mean()
+    assert np.abs(residual - reference)[mask].mean() < 0.1 * scale
+
+
+def test_compile_and_precision_settings_are_read_from_config():
     with pytest.raises(ValueError, match="compile"):
         TrainingSettings(compile="yes")
     section = {"device": "cpu", "batch_size": 2, "flip": True, "validation_fraction": 0.2,
@@ -464,6 +516,11 @@ def test_compile_setting_is_validated_and_read_from_config():
     compiled = training.settings_from_config({**section, "compile": True}, network,
                                              stage="finetune", seed=0)
     assert compiled.compile
+    assert training.settings_from_config(section, network, stage="finetune",
+                                         seed=0).precision == "auto"
+    bf16 = training.settings_from_config({**section, "precision": "bf16"}, network,
+                                         stage="pretrain", seed=0)
+    assert bf16.precision == "bf16"
 
 
 def test_cpu_state_is_contiguous_after_channels_last_training():

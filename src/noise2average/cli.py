@@ -128,6 +128,10 @@ def _training_arguments(parser, *, epochs, learning_rate):
     group.add_argument("--batch-size", type=int, help="blocks per step (default: 2)")
     group.add_argument("--compile", action="store_true",
                        help="run the network through torch.compile (pays on a GPU)")
+    group.add_argument("--precision", choices=["auto", "float32", "bf16"],
+                       help="what the network computes in (default: auto, bf16 on CUDA and "
+                            "float32 on the CPU); bf16 is several times faster on a CPU with "
+                            "AMX")
 
 
 def _run_arguments(parser):
@@ -153,7 +157,8 @@ def _version():
 
 
 def _training_options(args):
-    names = ("epochs", "learning_rate", "block_size", "block_stride", "batch_size")
+    names = ("epochs", "learning_rate", "block_size", "block_stride", "batch_size",
+             "precision")
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.compile:
         options["compile"] = True

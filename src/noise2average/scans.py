@@ -36,7 +36,7 @@ TRAINING_DEFAULTS = {
     "pretrain": {"epochs": 12, "learning_rate": 1e-3},
 }
 _TRAINING_OPTIONS = ("epochs", "learning_rate", "block_size", "block_stride", "batch_size",
-                     "validation_fraction", "flip", "compile")
+                     "validation_fraction", "flip", "compile", "precision")
 _NETWORK_OPTIONS = ("depth", "width", "batch_norm")
 
 
@@ -72,7 +72,7 @@ def denoise_scans(repetitions, output, *, method="n2a", mask=None, bvals=None, b
         N2A iterations.
     training : dict, optional
         Overrides among ``epochs``, ``learning_rate``, ``block_size``, ``block_stride``,
-        ``batch_size``, ``validation_fraction``, ``flip``, ``compile``.
+        ``batch_size``, ``validation_fraction``, ``flip``, ``compile``, ``precision``.
     network : dict, optional
         ``depth``, ``width``, ``batch_norm`` of a network trained without ``pretrained``.
     options : dict, optional

@@ -59,6 +59,7 @@ _IMAGE_FORMAT = "noise2average-iteration-image"
 # Settings that change where and how fast a fit runs, not its result: a resume file may be
 # continued under other values.
 _RUN_INDEPENDENT_SETTINGS = ("device", "num_threads", "compile")
+_PRECISIONS = ("auto", "float32", "bf16")
 
 
 @dataclasses.dataclass
@@ -95,12 +96,19 @@ class TrainingSettings:
         and inference. Compilation costs tens of seconds per call of :func:`fit_residual` /
         :func:`predict_residual_volume` the first time a shape is seen; it pays on a GPU. The
         module itself is not wrapped: state dicts keep their keys (no ``_orig_mod.``).
+    precision : {"auto", "float32", "bf16"}
+        What the network computes in. "auto": bf16 autocast on CUDA, float32 on the CPU.
+        "bf16": bf16 autocast on either; on a CPU with AMX (Intel Xeon 4th generation and
+        later) training then runs several times faster (docs/benchmarks.md), on a CPU
+        without bf16 instructions much slower. "float32": no autocast anywhere.
 
     Notes
     -----
     Adam uses ``eps = 1e-8`` (torch's default; Keras 2 defaulted to 1e-7; fused on CUDA).
-    On CUDA the network runs under bf16 autocast in the channels-last 3D memory layout, with
-    cuDNN's autotuner on (``torch.backends.cudnn.benchmark``, restored afterwards).
+    Under bf16 autocast the network runs in the channels-last 3D memory layout (cuDNN's and
+    oneDNN's bf16 convolutions work in NDHWC); the weights, the optimiser and the loss stay
+    float32. On CUDA cuDNN's autotuner is on (``torch.backends.cudnn.benchmark``, restored
+    afterwards).
     """
 
     block_size: int = 32
@@ -115,6 +123,7 @@ class TrainingSettings:
     seed: int = 0
     num_threads: int | None = None
     compile: bool = False
+    precision: str = "auto"
 
     def __post_init__(self):
         _check_settings(self)
@@ -153,6 +162,9 @@ def _check_settings(settings):
         raise ValueError(f"device must be a string, got {settings.device!r}")
     if not isinstance(settings.compile, (bool, np.bool_)):
         raise ValueError(f"compile must be true or false, got {settings.compile!r}")
+    if settings.precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(_PRECISIONS)}, got "
+                         f"{settings.precision!r}")
 
 
 def resolve_device(name="auto"):
@@ -196,21 +208,29 @@ def resolve_device(name="auto"):
     return device
 
 
-def _autocast(device):
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+def _uses_bf16(device, precision):
+    """Whether the network computes in bf16: "bf16" anywhere, "auto" on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def _autocast(device, precision):
+    """bf16 autocast where the network computes in bf16 (:func:`_uses_bf16`), else nothing."""
+    if _uses_bf16(device, precision):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _memory_format(device):
-    """Memory layout of the network and its inputs: channels-last 3D on CUDA.
+def _memory_format(device, precision):
+    """Memory layout of the network and its inputs: channels-last 3D under bf16.
 
-    cuDNN's bf16 tensor-core convolutions work in NDHWC; in NCDHW every convolution would be
-    wrapped in layout transposes. The CPU keeps the contiguous layout (oneDNN picks its own
-    blocked layout, and the CPU results stay those of the reference implementation).
+    cuDNN's bf16 tensor-core convolutions and oneDNN's AMX ones work in NDHWC; in NCDHW every
+    convolution would be wrapped in layout transposes. float32 on the CPU keeps the
+    contiguous layout (oneDNN picks its own blocked layout, and the CPU results stay those of
+    the reference implementation).
     """
-    return torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+    if _uses_bf16(device, precision):
+        return torch.channels_last_3d
+    return torch.contiguous_format
 
 
 @contextlib.contextmanager
@@ -234,7 +254,7 @@ def _prepare_network(network, device, settings):
     ``settings.compile``, that bound method compiled (the module is not wrapped, so its
     ``state_dict`` keys are unchanged and checkpoints load into an uncompiled network).
     """
-    memory_format = _memory_format(device)
+    memory_format = _memory_format(device, settings.precision)
     network.to(device=device, memory_format=memory_format)
     residual = getattr(network, "residual", None)
     if residual is None:
@@ -390,7 +410,7 @@ def _evaluate(residual_fn, network, tensors, indices, settings, device,
     rows = torch.as_tensor(np.asarray(indices)[samples % len(indices)]).to(device)
     total, voxels = torch.zeros((), dtype=torch.float64, device=device), 0
     network.eval()
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), _autocast(device, settings.precision):
         for start in range(0, n_samples, settings.batch_size):
             stop = min(start + settings.batch_size, n_samples)
             x, r, w = _gather((x_all, r_all, w_all), rows[start:stop],
@@ -417,10 +437,10 @@ def _cpu_state(network):
             for key, value in network.state_dict().items()}
 
 
-def _train_step(residual_fn, optimizer, x, r, w, device):
+def _train_step(residual_fn, optimizer, x, r, w, device, precision):
     """One optimisation step on a batch; the batch's masked SSE as a device scalar (no sync)."""
     optimizer.zero_grad(set_to_none=True)
-    with _autocast(device):
+    with _autocast(device, precision):
         prediction = residual_fn(x)
     sse = _masked_sse(prediction, r, w)
     (sse / r.numel()).backward()
@@ -566,8 +586,8 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
     Blocks of all pairs are pooled, split into training and validation blocks with
     ``settings.seed`` (a block and its flipped copy stay on the same side) and kept on the
     device. Optimiser: Adam (betas 0.9, 0.999) at ``settings.learning_rate``. On CPU two runs
-    with the same seed, initial weights and thread count give identical weights; on CUDA
-    (bf16 autocast) results can differ in the last bits.
+    with the same seed, initial weights and thread count give identical weights (in float32
+    and in bf16); on CUDA results can differ in the last bits.
 
     The resume file holds the epoch, the weights, the optimiser state, the state of the
     generator of the batch order, the best weights and loss so far, the history and a
@@ -594,8 +614,9 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
         n_samples = len(train_idx) * copies
         _emit(log, f"fit_residual: {n_blocks} blocks of {settings.block_size}^3 "
                    f"({len(train_idx)} training, {len(val_idx)} validation, x{copies} with "
-                   f"flips) on {device}, {settings.epochs} epochs"
-                   f"{', compiled' if settings.compile else ''}")
+                   f"flips) on {device}"
+                   f"{' in bf16' if _uses_bf16(device, settings.precision) else ''}, "
+                   f"{settings.epochs} epochs{', compiled' if settings.compile else ''}")
         identity_loss = _identity_loss(tensors, val_idx)
         if identity_loss is not None:
             _emit(log, f"validation loss of the identity (zero residual): {identity_loss:.6g}")
@@ -633,7 +654,8 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
                 stop = start + settings.batch_size
                 x, r, w = _gather(tensors, rows[start:stop], flipped[start:stop],
                                   settings.flip_axis, memory_format)
-                total += _train_step(residual_fn, optimizer, x, r, w, device).double()
+                total += _train_step(residual_fn, optimizer, x, r, w, device,
+                                     settings.precision).double()
                 voxels += r.numel()
             train_loss = float(total) / voxels
             val_loss = (_evaluate(residual_fn, network, tensors, val_idx, settings, device,
@@ -701,7 +723,7 @@ def predict_residual_volume(network, volume, mask, *, settings):
         # All blocks go to the device at once and the residuals come back at once: no
         # host synchronisation between batches.
         blocks = torch.from_numpy(blocks).to(device)
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), _autocast(device, settings.precision):
             for start in range(0, len(blocks), settings.batch_size):
                 x = blocks[start:start + settings.batch_size].contiguous(
                     memory_format=memory_format)
@@ -989,7 +1011,8 @@ def settings_from_config(training, network, *, stage, seed, num_threads=None):
     ----------
     training : dict
         The ``training`` section; ``training[stage]`` holds ``epochs`` and ``learning_rate``.
-        The optional ``compile`` key (default false) sets ``TrainingSettings.compile``.
+        The optional ``compile`` (default false) and ``precision`` (default "auto") keys set
+        ``TrainingSettings.compile`` and ``TrainingSettings.precision``.
     network : dict
         The ``network`` section (``block_size``, ``block_stride``).
     stage : {"pretrain", "finetune"}
@@ -1010,6 +1033,7 @@ def settings_from_config(training, network, *, stage, seed, num_threads=None):
         seed=seed,
         num_threads=num_threads,
         compile=training.get("compile", False),
+        precision=training.get("precision", "auto"),
     )
 
 
