@@ -135,21 +135,39 @@ def _timed(fn, device, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def matmul_peak(device, precision="auto", size=None, repeats=None):
-    """Measured matrix-multiply peak in the dtype training computes in: {dtype: TFLOP/s}.
+def compute_dtype(device, precision):
+    """The dtype the network computes in: bf16 under bf16 autocast, else float32."""
+    return torch.bfloat16 if training._uses_bf16(device, precision) else torch.float32
 
-    bf16 under bf16 autocast (``precision`` "auto" on CUDA, or "bf16"), else float32. A CPU
-    without bf16 instructions emulates bf16 matrix products, much slower than float32.
+
+def _dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def matmul_peak(device, dtypes, size=None, repeats=None, rounds=3):
+    """Measured matrix-multiply peak of each of ``dtypes``: {"tflops": {dtype name: TFLOP/s}}.
+
+    Training computes in bf16 under bf16 autocast, else in float32 (:func:`compute_dtype`).
+    A CPU without bf16 instructions emulates bf16 matrix products, much slower than float32.
+    Each peak is the fastest of ``rounds`` timings of ``repeats`` products: single rounds of
+    bf16 products read 0.9-1.9 TFLOP/s on an AMX host whose best is 2.4.
     """
-    dtype = torch.bfloat16 if training._uses_bf16(device, precision) else torch.float32
-    if device.type == "cuda":
-        size, repeats = size or 8192, repeats or 50
-    else:
-        size, repeats = size or 2048, repeats or 5
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    seconds = _timed(lambda: torch.mm(a, b), device, warmup=2, steps=repeats)
-    return {"size": size, "tflops": {str(dtype).replace("torch.", ""): 2.0 * size ** 3 / seconds / 1e12}}
+    size = size or (8192 if device.type == "cuda" else 2048)
+    peak = {"size": size, "rounds": rounds, "repeats": {}, "tflops": {}}
+    for dtype in dtypes:
+        if device.type == "cuda":
+            count = repeats or 50
+        else:
+            # About 0.3 s per round for either dtype on a 2-core host (AMX: bf16 ~10x float32).
+            count = repeats or (40 if dtype == torch.bfloat16 else 5)
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        seconds = min(_timed(lambda: torch.mm(a, b), device, warmup=2 if k == 0 else 0,
+                             steps=count) for k in range(rounds))
+        peak["repeats"][_dtype_name(dtype)] = count
+        peak["tflops"][_dtype_name(dtype)] = 2.0 * size ** 3 / seconds / 1e12
+        del a, b
+    return peak
 
 
 def counted_flops(network, batch, channels, block):
@@ -169,15 +187,39 @@ def counted_flops(network, batch, channels, block):
     return int(train), int(counter.get_total_flops())
 
 
-def _peak_memory(device):
+def _reset_peak_memory(device):
+    """Start a new peak (CUDA's allocator statistics, or the process's VmHWM on Linux).
+
+    Otherwise every data type and precision of a run would report the largest CPU peak so
+    far (``ru_maxrss`` never falls). Returns whether the peak was reset.
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_memory(device, since_reset):
+    """Peak memory: CUDA's allocated bytes, or the process's peak resident set."""
     if device.type == "cuda":
         return {"kind": "torch.cuda.max_memory_allocated",
                 "bytes": int(torch.cuda.max_memory_allocated(device))}
-    return {"kind": "process peak RSS (ru_maxrss, includes the synthetic volumes)",
+    if since_reset:
+        with open("/proc/self/status") as stream:
+            kib = next(line for line in stream if line.startswith("VmHWM:")).split()[1]
+        return {"kind": "process peak RSS since this data type's fit began (VmHWM, includes "
+                        "the synthetic volumes)", "bytes": int(kib) * 1024}
+    return {"kind": "process peak RSS since the start (ru_maxrss, includes the synthetic "
+                    "volumes and earlier data types)",
             "bytes": max_rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}
 
 
-def bench_one(data_type, args, device):
+def bench_one(data_type, args, device, precision):
     cfg = dict(PRESETS[args.size][data_type])
     for key in ("depth", "width", "block_size", "batch_size", "epochs", "iterations"):
         value = getattr(args, key)
@@ -192,7 +234,7 @@ def bench_one(data_type, args, device):
         block_size=block, block_stride=cfg["block_stride"], batch_size=batch,
         epochs=cfg["epochs"], learning_rate=5e-5, validation_fraction=0.2, flip=True,
         device=str(device), seed=0, num_threads=None, compile=args.compile,
-        precision=args.precision)
+        precision=precision)
     network = training.build_network(
         {"in_channels": channels, "out_channels": channels, "depth": cfg["depth"],
          "width": cfg["width"], "batch_norm": cfg["batch_norm"]}, seed=0)
@@ -220,8 +262,7 @@ def bench_one(data_type, args, device):
 
     # Host + transfer cost of one fit's data (block extraction, upload) and of one
     # repetition's inference blocking/reassembly: measured directly.
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    since_reset = _reset_peak_memory(device)
     start = time.perf_counter()
     tensors = training._block_tensors(inputs, targets, [mask] * len(inputs), settings, device)
     _sync(device)
@@ -261,7 +302,7 @@ def bench_one(data_type, args, device):
     with training._device_flags(device):
         t_train = _timed(train_step, device, args.warmup, args.steps)
         loss_ok = bool(torch.isfinite(torch.stack(losses)).all())
-        train_memory = _peak_memory(device)
+        train_memory = _peak_memory(device, since_reset)
 
         def eval_batch():
             base, flipped = batch_rows()
@@ -279,11 +320,10 @@ def bench_one(data_type, args, device):
                 (0.5 * (out + torch.flip(mirrored, dims=(2,)))).permute(0, 2, 3, 4, 1)
 
         network.eval()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        since_reset = _reset_peak_memory(device)
         t_eval = _timed(eval_batch, device, min(args.warmup, 1), args.steps)
         t_infer = _timed(infer_batch, device, min(args.warmup, 1), args.steps)
-        infer_memory = _peak_memory(device)
+        infer_memory = _peak_memory(device, since_reset)
 
     train_flops, forward_flops = counted_flops(network, batch, channels, block)
     analytic = count_flops(network, block) * batch
@@ -294,7 +334,7 @@ def bench_one(data_type, args, device):
     result = {
         "data_type": data_type,
         "size": args.size,
-        "config": {**cfg, "compile": args.compile, "precision": args.precision,
+        "config": {**cfg, "compile": args.compile, "precision": precision,
                    "memory_format": str(memory_format)},
         "volume_shape": list(mask.shape),
         "mask_voxels": int(mask.sum()),
@@ -364,14 +404,39 @@ def _print_result(r):
           f"({r['peak_memory_train']['kind']})", flush=True)
 
 
+def precision_ratios(results):
+    """Time ratios of each precision to the first one, per data type, from one run's results.
+
+    The training step and the N2A iteration (measured where it was run, else extrapolated).
+    """
+    def iteration(result):
+        return result.get("iteration_seconds_measured", result["iteration_seconds_extrapolated"])
+
+    first = {}
+    rows = []
+    for result in results:
+        data_type, precision = result["data_type"], result["config"]["precision"]
+        reference = first.setdefault(data_type, result)
+        if reference is result:
+            continue
+        rows.append({"data_type": data_type, "precision": precision,
+                     "reference": reference["config"]["precision"],
+                     "train_step": result["train_step_seconds"]
+                     / reference["train_step_seconds"],
+                     "iteration": iteration(result) / iteration(reference)})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--size", default="paper", choices=sorted(PRESETS))
     parser.add_argument("--data-type", default="both", choices=["t1w", "dwi", "both"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
-                        help="training.precision (auto: bf16 on CUDA, float32 on the CPU)")
+    parser.add_argument("--precision", nargs="+", default=["auto"],
+                        choices=["auto", "float32", "bf16"],
+                        help="training.precision (auto: bf16 on CUDA, float32 on the CPU); "
+                             "several: each in turn in this run, and their speed ratios")
     parser.add_argument("--memory-format", default="auto",
                         choices=["auto", "channels_last", "contiguous"],
                         help="override the layout (auto: channels-last 3D under bf16)")
@@ -411,17 +476,29 @@ def main(argv=None):
     print(f"device {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads, {os.cpu_count()} CPUs, "
           f"load average {load_before[0]:.2f}", flush=True)
-    peak = matmul_peak(device, args.precision, args.matmul_size)
-    (dtype, reference), = peak["tflops"].items()
-    print(f"measured matmul peak ({dtype}: {reference:.3f} TFLOP/s, {peak['size']}^3); "
-          f"training runs in {'bf16 autocast' if dtype == 'bfloat16' else 'float32'}",
-          flush=True)
+    dtypes = {precision: compute_dtype(device, precision) for precision in args.precision}
+    peak = matmul_peak(device, list(dict.fromkeys(dtypes.values())), args.matmul_size)
+    print("measured matmul peak (" + ", ".join(f"{dtype}: {value:.3f} TFLOP/s" for dtype, value
+                                              in peak["tflops"].items())
+          + f", {peak['size']}^3, best of {peak['rounds']} rounds)", flush=True)
     types = ["t1w", "dwi"] if args.data_type == "both" else [args.data_type]
-    results = [bench_one(t, args, device) for t in types]
-    for r in results:
-        r["fraction_of_matmul_peak"] = r["train_tflops_per_second"] / reference
-        print(f"{r['data_type']}: training at {100 * r['fraction_of_matmul_peak']:.1f} % of the "
-              f"measured {dtype} matmul peak")
+    results = []
+    for precision in args.precision:
+        dtype_name = _dtype_name(dtypes[precision])
+        print(f"\n# precision {precision}: training runs in "
+              f"{'bf16 autocast' if dtype_name == 'bfloat16' else 'float32'}", flush=True)
+        for data_type in types:
+            result = bench_one(data_type, args, device, precision)
+            result["peak_reference_dtype"] = dtype_name
+            result["fraction_of_matmul_peak"] = (result["train_tflops_per_second"]
+                                                 / peak["tflops"][dtype_name])
+            print(f"{data_type}: training at {100 * result['fraction_of_matmul_peak']:.1f} % "
+                  f"of the measured {dtype_name} matmul peak", flush=True)
+            results.append(result)
+    ratios = precision_ratios(results)
+    for row in ratios:
+        print(f"{row['data_type']}: {row['precision']} / {row['reference']}: training step "
+              f"{row['train_step']:.2f}x, N2A iteration {row['iteration']:.2f}x the time")
     report = {
         "device": str(device),
         "device_name": name,
@@ -432,8 +509,8 @@ def main(argv=None):
         "load_average_before": load_before[0],
         "load_average_after": os.getloadavg()[0],
         "matmul_peak": peak,
-        "peak_reference_dtype": dtype,
         "results": results,
+        "precision_ratios": ratios,
     }
     if args.json:
         with open(args.json, "w") as stream:

@@ -5,7 +5,9 @@ import re
 import subprocess
 
 import bench_training as bench
+import numpy as np
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -37,18 +39,37 @@ def test_small_cpu_benchmark_reports_throughput_flops_and_memory(tmp_path):
     assert [r["data_type"] for r in report["results"]] == ["t1w", "dwi"]
 
 
-def test_bf16_on_the_cpu_is_measured_against_the_bf16_matmul_peak():
+def test_precisions_side_by_side_each_against_its_own_matmul_peak():
     report = bench.main(["--device", "cpu", "--size", "small", "--data-type", "t1w",
-                         "--precision", "bf16", "--depth", "6", "--width", "4",
+                         "--precision", "float32", "bf16", "--depth", "6", "--width", "4",
                          "--block-size", "16", "--warmup", "1", "--steps", "1",
                          "--no-measure-iteration", "--threads", "1", "--matmul-size", "256"])
-    assert report["peak_reference_dtype"] == "bfloat16"
-    assert set(report["matmul_peak"]["tflops"]) == {"bfloat16"}
-    (result,) = report["results"]
-    assert result["loss_finite"]
-    assert result["config"]["precision"] == "bf16"
-    assert result["config"]["memory_format"] == "torch.channels_last_3d"
-    assert result["fraction_of_matmul_peak"] > 0
+    assert set(report["matmul_peak"]["tflops"]) == {"float32", "bfloat16"}
+    float32, bf16 = report["results"]
+    assert (float32["config"]["precision"], bf16["config"]["precision"]) == ("float32", "bf16")
+    assert (float32["peak_reference_dtype"], bf16["peak_reference_dtype"]) == (
+        "float32", "bfloat16")
+    assert float32["config"]["memory_format"] == "torch.contiguous_format"
+    assert bf16["config"]["memory_format"] == "torch.channels_last_3d"
+    assert bf16["loss_finite"]
+    peak = report["matmul_peak"]["tflops"]["bfloat16"]
+    assert bf16["fraction_of_matmul_peak"] == pytest.approx(
+        bf16["train_tflops_per_second"] / peak)
+    (ratio,) = report["precision_ratios"]
+    assert (ratio["precision"], ratio["reference"]) == ("bf16", "float32")
+    assert ratio["train_step"] == pytest.approx(
+        bf16["train_step_seconds"] / float32["train_step_seconds"])
+
+
+def test_cpu_peak_memory_starts_again_at_each_reset():
+    cpu = torch.device("cpu")
+    assert bench._reset_peak_memory(cpu)   # Linux: /proc/self/clear_refs
+    base = bench._peak_memory(cpu, since_reset=True)["bytes"]
+    block = np.ones(50_000_000)            # 400 MB, written
+    del block
+    assert bench._peak_memory(cpu, since_reset=True)["bytes"] > base + 3.5e8
+    assert bench._reset_peak_memory(cpu)
+    assert bench._peak_memory(cpu, since_reset=True)["bytes"] < base + 1e8
 
 
 def test_gpu_check_script_passes_only_options_the_benchmark_knows(capsys):

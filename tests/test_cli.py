@@ -72,6 +72,14 @@ def test_denoise_t1w_pair_end_to_end_with_sidecar(tmp_path):
     assert not any(path.name.endswith(".resume") for path in output.parent.iterdir())
 
 
+def test_precision_option_reaches_the_training_settings(tmp_path):
+    case = t1w(tmp_path / "bids")
+    output = tmp_path / "bf16.nii.gz"
+    assert _run("denoise", *case.repetitions, "-o", output, *FAST, "--precision", "bf16") == 0
+    sidecar = json.loads(output.with_name("bf16.json").read_text())
+    assert sidecar["parameters"]["settings"]["precision"] == "bf16"
+
+
 def test_same_seed_same_image_other_seed_other_image(tmp_path):
     case = t1w(tmp_path / "bids")
     outputs = [tmp_path / f"{name}.nii.gz" for name in ("a", "b", "c")]

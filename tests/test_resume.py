@@ -125,7 +125,9 @@ def test_resume_file_of_another_run_is_refused(tmp_path):
             (dataclasses.replace(SETTINGS, epochs=1), build_network(NETWORK, seed=2), targets,
              "initial_weights"),
             (dataclasses.replace(SETTINGS, epochs=1), build_network(NETWORK, seed=1), inputs,
-             "data")]:
+             "data"),
+            (dataclasses.replace(SETTINGS, epochs=1, precision="bf16"),
+             build_network(NETWORK, seed=1), targets, "precision")]:
         pattern = f"{re.escape(str(path))}.*another run.*{what}.*delete"
         with pytest.raises(ValueError, match=pattern):
             fit_residual(network, inputs, pair_targets, masks, settings=settings,
