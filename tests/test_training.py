@@ -459,6 +459,29 @@ def test_bf16_and_channels_last_go_together_by_precision(device, precision, bf16
         torch.channels_last_3d if bf16 else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("precision, has_amx, warned", [
+    ("bf16", False, True), ("bf16", True, False), ("bf16", None, False),
+    ("float32", False, False), ("auto", False, False)])
+def test_bf16_on_a_cpu_without_amx_is_warned_of(monkeypatch, caplog, precision, has_amx,
+                                                warned):
+    monkeypatch.setattr(training, "_cpu_has_amx", lambda: has_amx)
+    _, mask, reps = _phantom()
+    inputs = [zscore(reps[..., k], mask)[0] for k in range(2)]
+    settings = dataclasses.replace(SMALL, precision=precision)
+    lines = []
+    with caplog.at_level(logging.WARNING, logger="noise2average"):
+        fit_residual(build_network({"depth": 6, "width": 4}, seed=0), inputs,
+                     [inputs[1], inputs[0]], [mask, mask], settings=settings, log=lines.append)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warnings) is warned
+    assert any("without AMX" in line for line in lines) is warned
+
+
+def test_cpu_amx_flag_is_read_from_cpuinfo():
+    flags = open("/proc/cpuinfo").read().split()
+    assert training._cpu_has_amx() is ("amx_bf16" in flags)
+
+
 def _conv_output_dtypes(network):
     """Dtypes of every convolution output of ``network`` from now on (forward hooks)."""
     seen = set()

@@ -130,8 +130,8 @@ def _training_arguments(parser, *, epochs, learning_rate):
                        help="run the network through torch.compile (pays on a GPU)")
     group.add_argument("--precision", choices=["auto", "float32", "bf16"],
                        help="what the network computes in (default: auto, bf16 on CUDA and "
-                            "float32 on the CPU); bf16 is several times faster on a CPU with "
-                            "AMX")
+                            "float32 on the CPU); on the CPU bf16 is 2-6x faster with AMX, "
+                            "slower without")
 
 
 def _run_arguments(parser):

@@ -99,8 +99,9 @@ class TrainingSettings:
     precision : {"auto", "float32", "bf16"}
         What the network computes in. "auto": bf16 autocast on CUDA, float32 on the CPU.
         "bf16": bf16 autocast on either; on a CPU with AMX (Intel Xeon 4th generation and
-        later) training then runs several times faster (docs/benchmarks.md), on a CPU
-        without bf16 instructions much slower. "float32": no autocast anywhere.
+        later) training then runs 2-6x faster, on a CPU without AMX 1.1-1.3x (AVX512-BF16) to
+        about 50x (AVX2) slower, and :func:`fit_residual` warns of it (docs/benchmarks.md).
+        "float32": no autocast anywhere.
 
     Notes
     -----
@@ -218,6 +219,26 @@ def _autocast(device, precision):
     if _uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _cpu_has_amx():
+    """Whether the CPU has AMX bf16 tile units (``amx_bf16`` among the flags of
+    ``/proc/cpuinfo``); None where that file cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as stream:
+            flags = next((line for line in stream if line.startswith("flags")), "")
+    except OSError:
+        return None
+    return "amx_bf16" in flags.split()
+
+
+def _slow_precision_warning(device, precision):
+    """A warning for bf16 on a CPU known to lack AMX, where it is slower than float32."""
+    if device.type != "cpu" or not _uses_bf16(device, precision) or _cpu_has_amx() is not False:
+        return None
+    return ("precision bf16 on a CPU without AMX (no amx_bf16 flag in /proc/cpuinfo): bf16 "
+            "runs there 1.1-1.3x (AVX512-BF16) to about 50x (AVX2, emulated) slower than "
+            "float32 (docs/benchmarks.md); set precision to float32 or auto")
 
 
 def _memory_format(device, precision):
@@ -617,6 +638,11 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
                    f"flips) on {device}"
                    f"{' in bf16' if _uses_bf16(device, settings.precision) else ''}, "
                    f"{settings.epochs} epochs{', compiled' if settings.compile else ''}")
+        warning = _slow_precision_warning(device, settings.precision)
+        if warning is not None:
+            logger.warning(warning)
+            if log is not None:
+                log(warning)
         identity_loss = _identity_loss(tensors, val_idx)
         if identity_loss is not None:
             _emit(log, f"validation loss of the identity (zero residual): {identity_loss:.6g}")
