@@ -212,8 +212,8 @@ def _peak_memory(device, since_reset):
     if since_reset:
         with open("/proc/self/status") as stream:
             kib = next(line for line in stream if line.startswith("VmHWM:")).split()[1]
-        return {"kind": "process peak RSS since this data type's fit began (VmHWM, includes "
-                        "the synthetic volumes)", "bytes": int(kib) * 1024}
+        return {"kind": "process peak RSS of this phase (VmHWM since the phase began, "
+                        "includes the synthetic volumes)", "bytes": int(kib) * 1024}
     return {"kind": "process peak RSS since the start (ru_maxrss, includes the synthetic "
                     "volumes and earlier data types)",
             "bytes": max_rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}

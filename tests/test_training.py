@@ -515,6 +515,7 @@ def test_bf16_on_the_cpu_trains_in_bf16_deterministically_and_near_float32():
     # The weights stay float32 and contiguous; a rerun gives the same weights and result.
     state, history, residual, _ = runs["bf16"]
     assert all(value.dtype in (torch.float32, torch.int64) for value in state.values())
+    assert all(value.is_contiguous() for value in state.values())
     assert all(torch.equal(state[k], runs["bf16 again"][0][k]) for k in state)
     assert_array_equal(residual, runs["bf16 again"][2])
     assert residual.dtype == np.float32
