@@ -476,9 +476,9 @@ def _make_optimizer(network, settings, device):
                             betas=(0.9, 0.999), **fused)
 
 
-def _emit(log, message, **fields):
+def _emit(log, message, level=logging.INFO, **fields):
     """Log ``message`` (with ``fields`` as attributes of the log record) and pass it to ``log``."""
-    logger.info(message, extra=fields)
+    logger.log(level, message, extra=fields)
     if log is not None:
         log(message)
 
@@ -640,9 +640,7 @@ def fit_residual(network, inputs, targets, masks, *, settings, log=None, checkpo
                    f"{settings.epochs} epochs{', compiled' if settings.compile else ''}")
         warning = _slow_precision_warning(device, settings.precision)
         if warning is not None:
-            logger.warning(warning)
-            if log is not None:
-                log(warning)
+            _emit(log, warning, level=logging.WARNING)
         identity_loss = _identity_loss(tensors, val_idx)
         if identity_loss is not None:
             _emit(log, f"validation loss of the identity (zero residual): {identity_loss:.6g}")
